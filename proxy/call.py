@@ -1,0 +1,68 @@
+"""The `Call`: one request parsed once into the facts that later rooms read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from proxy.endpoints import Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a request asks for, as far as Tollgate needs to know."""
+
+    operation: str
+    documented: bool
+    model: str | None = None
+    prompt: str | None = None
+    n: int | None = None
+    size: str | None = None
+    quality: str | None = None
+    stream: bool = False
+    params: Mapping[str, str] = field(default_factory=dict)
+    fields_complete: bool = True  # False when a form's text fields were not all read ahead
+
+
+PASSTHROUGH_CALL = Call("passthrough", documented=False)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> int | None:
+    """An integer from JSON, or from a form field's digits; anything else is not a count."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _flag(value: object) -> bool:
+    return value is True or value == "true"
+
+
+def build_call(
+    endpoint: Endpoint,
+    params: Mapping[str, str],
+    values: Mapping[str, object],
+    *,
+    fields_complete: bool = True,
+) -> Call:
+    """A `Call` from the endpoint, its path parameters and the body's fields (JSON or form)."""
+    merged = {**endpoint.defaults, **{k: v for k, v in values.items() if v is not None}}
+    model = params.get("model") if endpoint.path_model else _text(merged.get("model"))
+    return Call(
+        operation=endpoint.operation,
+        documented=True,
+        model=model,
+        prompt=_text(merged.get("prompt")),
+        n=_count(merged.get("n")),
+        size=_text(merged.get("size")),
+        quality=_text(merged.get("quality")),
+        stream=_flag(merged.get("stream")),
+        params=params,
+        fields_complete=fields_complete,
+    )

@@ -1,0 +1,62 @@
+"""Which headers cross the proxy, in each direction."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# RFC 9110 section 7.6.1 hop-by-hop fields, plus the ones the proxy rewrites itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Client credentials never reach upstream; the central ones replace them.
+_NOT_FORWARDED = HOP_BY_HOP | {
+    "host",
+    "authorization",
+    "openai-organization",
+    "openai-project",
+    "expect",
+    "cookie",
+    "content-length",
+}
+# Content-Length is set again by aiohttp; cookies of OpenAI's edge are not the clients' business.
+_NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    """Extra hop-by-hop names listed in the `Connection` header."""
+    return {
+        token.strip().lower()
+        for value in headers.getall("connection", ())
+        for token in value.split(",")
+    }
+
+
+def _filtered(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
+    drop = dropped | _connection_tokens(headers) if "connection" in headers else dropped
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+
+
+def to_upstream(
+    headers: CIMultiDictProxy[str], credentials: dict[str, str], keep_length: bool
+) -> CIMultiDict[str]:
+    """The client's end-to-end headers with the central credentials put in."""
+    out = _filtered(headers, _NOT_FORWARDED)
+    if keep_length and "content-length" in headers:
+        out["Content-Length"] = headers["content-length"]
+    out.update(credentials)
+    return out
+
+
+def to_client(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Upstream's end-to-end headers, `x-request-id` and `openai-*` among them."""
+    return _filtered(headers, frozenset(_NOT_RETURNED))

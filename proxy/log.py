@@ -1,0 +1,104 @@
+"""The log room: one canonical JSON line per request, written when the answer is done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TextIO
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from proxy.body import StreamedBody
+from proxy.context import FACTS, Facts
+from proxy.route import BODY
+from proxy.settings import LogSettings
+
+Logger = structlog.typing.FilteringBoundLogger
+
+
+def build_logger(settings: LogSettings, stream: TextIO) -> Logger:
+    """A logger of the app's own (no global structlog configuration)."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
+    logger: Logger = structlog.wrap_logger(
+        structlog.PrintLogger(stream),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+    )
+    return logger
+
+
+def _bytes_in(request: web.Request) -> int:
+    body = request.get(BODY)
+    if isinstance(body, StreamedBody):
+        return body.received
+    if isinstance(body, bytes):
+        return len(body)
+    return 0
+
+
+def _bytes_out(response: web.StreamResponse | None) -> int:
+    if response is None:
+        return 0
+    if response.prepared:
+        return response.body_length
+    return response.content_length or 0
+
+
+def _status(response: web.StreamResponse | None, facts: Facts) -> int:
+    if response is None or facts.aborted == "client_gone":
+        return 499
+    return response.status
+
+
+def _emit(
+    log: Logger, request: web.Request, facts: Facts, response: web.StreamResponse | None
+) -> None:
+    log.info(
+        "request",
+        request_id=facts.request_id,
+        method=request.method,
+        path=request.path,
+        key_id=facts.key_id,
+        user=facts.user,
+        team=facts.team,
+        operation=facts.operation,
+        model=facts.model,
+        status=_status(response, facts),
+        upstream_status=facts.upstream_status,
+        aborted=facts.aborted,
+        bytes_in=_bytes_in(request),
+        bytes_out=_bytes_out(response),
+        latency_ms=round((time.perf_counter() - facts.started) * 1000, 3),
+    )
+
+
+def log_middleware(log: Logger) -> Middleware:
+    """Open the request's `Facts`, and write them out once the answer is done or abandoned."""
+
+    @web.middleware
+    async def canonical_line(request: web.Request, handler: Handler) -> web.StreamResponse:
+        facts = request[FACTS] = Facts()
+        response: web.StreamResponse | None = None
+        try:
+            response = await handler(request)
+            return response
+        except asyncio.CancelledError:
+            facts.aborted = "client_gone"
+            raise
+        finally:
+            _emit(log, request, facts, response)
+
+    return canonical_line

@@ -1,0 +1,110 @@
+"""The route room: match a `/v1` request to its operation and parse it once into a `Call`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.typedefs import Handler, Middleware
+
+from proxy.body import Body, StreamedBody
+from proxy.call import PASSTHROUGH_CALL, Call, build_call
+from proxy.context import FACTS
+from proxy.endpoints import BodyKind, EndpointTable, Match
+from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge
+from proxy.multipart import boundary_of, read_form_head
+
+CALL = web.RequestKey("call", Call)
+BODY: web.RequestKey[Body] = web.RequestKey[Body]("body")
+
+FORM_HEAD_LIMIT = 64 * 1024
+
+_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON.)"
+)
+
+
+def _refuse_dot_segments(request: web.Request) -> None:
+    """A path that climbs out of `/v1` (`..`, `.`, or an encoded slash) reaches nothing."""
+    segments = unquote(request.raw_path.partition("?")[0]).split("/")
+    if any(s in (".", "..") for s in segments) or "%2f" in request.raw_path.lower():
+        raise NotFound(request.method, request.path)
+
+
+async def _json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
+    """The raw body and its JSON object; an empty body is an empty object."""
+    raw = await request.read()
+    if not raw:
+        return raw, {}
+    if request.content_type != "application/json":
+        raise InvalidRequest(
+            f"Invalid Content-Type header ({request.content_type}), expected application/json."
+        )
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidRequest(_BAD_JSON) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return raw, value
+
+
+async def _parse_json(request: web.Request, match: Match) -> tuple[Call, Body]:
+    raw, values = await _json_object(request)
+    return build_call(match.endpoint, match.params, values), raw
+
+
+async def _parse_form(request: web.Request, match: Match, limit: int) -> tuple[Call, Body]:
+    boundary = (
+        boundary_of(dict(parse_mimetype(request.headers.get("Content-Type", "")).parameters))
+        if request.body_exists
+        else None
+    )
+    if request.content_type != "multipart/form-data" or boundary is None:
+        raise InvalidRequest(
+            f"Invalid Content-Type header ({request.content_type}), expected multipart/form-data."
+        )
+    head = await read_form_head(request.content, boundary, FORM_HEAD_LIMIT)
+    call = build_call(match.endpoint, match.params, head.fields, fields_complete=head.complete)
+    return call, StreamedBody(head.prefix, request.content, limit)
+
+
+async def parse(request: web.Request, match: Match | None, limit: int) -> tuple[Call, Body]:
+    """The `Call` and the body to forward, reading no more of the body than parsing needs."""
+    if match is None:
+        return PASSTHROUGH_CALL, _untouched(request, limit)
+    if match.endpoint.body is BodyKind.JSON:
+        return await _parse_json(request, match)
+    if match.endpoint.body is BodyKind.FORM:
+        return await _parse_form(request, match, limit)
+    return build_call(match.endpoint, match.params, {}), _untouched(request, limit)
+
+
+def _untouched(request: web.Request, limit: int) -> Body:
+    """A body relayed as it comes, or none at all when the request has none."""
+    return StreamedBody(b"", request.content, limit) if request.body_exists else b""
+
+
+def route_middleware(table: EndpointTable, *, passthrough: bool, limit: int) -> Middleware:
+    """Attach `CALL` and `BODY` to every `/v1` request, or refuse it with 400, 404 or 413."""
+
+    @web.middleware
+    async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
+        _refuse_dot_segments(request)
+        if (request.content_length or 0) > limit:
+            raise PayloadTooLarge(limit)
+        match = table.match(request.method, request.path)
+        if match is None and not passthrough:
+            raise NotFound(request.method, request.path)
+        call, body = await parse(request, match, limit)
+        facts = request[FACTS]
+        facts.operation, facts.model = call.operation, call.model
+        request[CALL], request[BODY] = call, body
+        return await handler(request)
+
+    return route

@@ -1,0 +1,67 @@
+"""Process settings: the one place that reads the environment (TOLLGATE_*, nested with "__")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UpstreamSettings(BaseModel):
+    """Where requests go and with which central credential."""
+
+    base_url: AnyHttpUrl = AnyHttpUrl("https://api.openai.com")
+    api_key: SecretStr | None = None
+    organization: SecretStr | None = None
+    project: SecretStr | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=600.0, gt=0)
+    pool_size: int = Field(default=512, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_path_query_or_credentials(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if url.username or url.password or url.query or url.fragment:
+            raise ValueError("upstream base_url takes only scheme, host, port and path")
+        return url
+
+    @property
+    def origin(self) -> str:
+        """The base URL without a trailing slash, ready to have `/v1/...` appended."""
+        return str(self.base_url).rstrip("/")
+
+
+class RedisSettings(BaseModel):
+    """Connection to a Redis shared by every replica."""
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    timeout: float = Field(default=0.05, gt=0)
+
+
+class LogSettings(BaseModel):
+    """How the canonical request lines are written."""
+
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """Everything a Tollgate process needs to start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOLLGATE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    config_file: Path | None = None
+    passthrough: bool = True
+    max_request_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    store: Literal["memory", "redis"] = "memory"
+    upstream: UpstreamSettings = UpstreamSettings()
+    redis: RedisSettings = RedisSettings()
+    log: LogSettings = LogSettings()

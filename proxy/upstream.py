@@ -1,0 +1,143 @@
+"""The upstream room: owns the client session, swaps in the central key, relays both ways.
+
+Bodies travel in both directions without being held whole: request bodies are streamed as
+`StreamedBody` chunks (parsed JSON bodies are small and sent as read), and answers are relayed
+chunk by chunk unless upstream declared a small length, which is read and sent in one piece.
+Failures before the answer starts become OpenAI-shaped 502/504; after it started, the client's
+connection is cut so a truncated answer can never pass for a complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.body import Body, StreamedBody
+from proxy.context import Facts
+from proxy.errors import PayloadTooLarge, UpstreamUnavailable
+from proxy.headers import to_client, to_upstream
+from proxy.settings import UpstreamSettings
+
+READ_WHOLE_LIMIT = 1024 * 1024
+
+
+def credential_headers(settings: UpstreamSettings) -> dict[str, str]:
+    """The central credential as request headers, computed once at start-up."""
+    headers: dict[str, str] = {}
+    if settings.api_key is not None:
+        headers["Authorization"] = "Bearer " + settings.api_key.get_secret_value()
+    if settings.organization is not None:
+        headers["OpenAI-Organization"] = settings.organization.get_secret_value()
+    if settings.project is not None:
+        headers["OpenAI-Project"] = settings.project.get_secret_value()
+    return headers
+
+
+def client_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
+    """A pooled keep-alive session that relays bytes untouched and keeps no cookies."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.pool_size, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+    )
+
+
+def _wants_stream(up: aiohttp.ClientResponse) -> bool:
+    length = up.content_length
+    return length is None or length > READ_WHOLE_LIMIT or up.content_type == "text/event-stream"
+
+
+class Upstream:
+    """Sends one request upstream and relays the answer to the client."""
+
+    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+        self._origin = settings.origin
+        self._session = session
+        self._credentials = credential_headers(settings)
+
+    async def reachable(self) -> bool:
+        """Whether the upstream answers HTTP at all (any status), within two seconds."""
+        try:
+            timeout = aiohttp.ClientTimeout(total=2)
+            async with self._session.head(self._origin + "/", timeout=timeout):
+                return True
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def forward(self, request: web.Request, body: Body, facts: Facts) -> web.StreamResponse:
+        """Relay `request` with `body` upstream; answer the client with what comes back."""
+        url = URL(self._origin + request.raw_path, encoded=True)
+        streamed = isinstance(body, StreamedBody)
+        headers = to_upstream(request.headers, self._credentials, keep_length=streamed)
+        data = body.chunks() if isinstance(body, StreamedBody) else (body or None)
+        try:
+            async with self._session.request(
+                request.method, url, headers=headers, data=data, allow_redirects=False
+            ) as up:
+                facts.upstream_status = up.status
+                return await self._relay(request, up, facts)
+        except TimeoutError:
+            raise UpstreamUnavailable(504, "The upstream API did not answer in time.") from None
+        except aiohttp.ClientError:
+            if isinstance(body, StreamedBody) and body.overflowed:
+                raise PayloadTooLarge(body.limit) from None
+            raise UpstreamUnavailable(502, "The upstream API could not be reached.") from None
+
+    async def _relay(
+        self, request: web.Request, up: aiohttp.ClientResponse, facts: Facts
+    ) -> web.StreamResponse:
+        headers = to_client(up.headers)
+        _settle_request_id(headers, facts)
+        if _wants_stream(up):
+            return await _relay_stream(request, up, headers, facts)
+        return web.Response(status=up.status, body=await up.read(), headers=headers)
+
+
+def _settle_request_id(headers: CIMultiDict[str], facts: Facts) -> None:
+    """Upstream's `x-request-id` names the request; where it gave none, Tollgate's does."""
+    upstream_id = headers.get("x-request-id")
+    if upstream_id:
+        facts.request_id = upstream_id
+    else:
+        headers["x-request-id"] = facts.request_id
+
+
+async def _relay_stream(
+    request: web.Request, up: aiohttp.ClientResponse, headers: CIMultiDict[str], facts: Facts
+) -> web.StreamResponse:
+    """Copy the answer chunk by chunk; cut the client off if upstream breaks half way."""
+    response = web.StreamResponse(status=up.status, headers=headers)
+    if up.content_length is not None:
+        response.content_length = up.content_length
+    await response.prepare(request)
+    while True:
+        try:
+            chunk = await up.content.readany()
+        except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError):
+            facts.aborted = "upstream_broke"
+            _cut(request)
+            return response
+        if not chunk:
+            break
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            facts.aborted = "client_gone"
+            up.close()
+            return response
+    await response.write_eof()
+    return response
+
+
+def _cut(request: web.Request) -> None:
+    """Abort the client's connection so the truncated answer is seen as broken."""
+    if request.transport is not None:
+        request.transport.abort()
