@@ -1,0 +1,188 @@
+"""Shared fixtures: a real fake upstream, a real Tollgate on a socket, the real SDK, real Redis."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+from pytest_aiohttp import AiohttpServer
+
+from proxy.app import create_app
+from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
+from proxy.keys import hash_key
+from proxy.policy import Policy, StaticKey
+from proxy.settings import Settings, UpstreamSettings
+
+UPSTREAM_KEY = "sk-upstream-central-0123456789abcdef"
+UPSTREAM_ORG = "org-central"
+UPSTREAM_PROJECT = "proj_central"
+CLIENT_KEY = "tg-client-alice-" + "a" * 32
+OTHER_KEY = "tg-client-bob-" + "b" * 32
+
+
+def test_policy() -> Policy:
+    """Two clients on two teams."""
+    return Policy(
+        keys=(
+            StaticKey(id="key_alice", sha256=hash_key(CLIENT_KEY), user="alice", team="red"),
+            StaticKey(id="key_bob", sha256=hash_key(OTHER_KEY), user="bob", team="blue"),
+        )
+    )
+
+
+@dataclass
+class Upstream:
+    """The fake upstream as a test sees it: its server and what it recorded."""
+
+    server: TestServer
+    state: FakeUpstream
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+
+@dataclass
+class Proxy:
+    """A running Tollgate, what it logged, and how to reach it."""
+
+    server: TestServer
+    logs: io.StringIO
+
+    def url(self, path: str = "") -> str:
+        return str(self.server.make_url(path))
+
+    def log_lines(self) -> list[str]:
+        return [line for line in self.logs.getvalue().splitlines() if line]
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: AiohttpServer) -> Upstream:
+    """The fake OpenAI on a real socket, expecting the central key."""
+    app = create_fake_upstream()
+    app[FAKE_UPSTREAM].knobs.expected_key = UPSTREAM_KEY
+    server = await aiohttp_server(app)
+    return Upstream(server, app[FAKE_UPSTREAM])
+
+
+def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
+    """Settings pointing at `upstream_url` with the central credential."""
+    upstream = UpstreamSettings(
+        base_url=upstream_url,
+        api_key=SecretStr(UPSTREAM_KEY),
+        organization=SecretStr(UPSTREAM_ORG),
+        project=SecretStr(UPSTREAM_PROJECT),
+        **overrides.pop("upstream", {}),
+    )
+    return Settings(upstream=upstream, **overrides)
+
+
+MakeProxy = Callable[..., Awaitable[Proxy]]
+
+
+@pytest.fixture
+async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeProxy:
+    """Start a Tollgate in front of the fake upstream, with settings overridden as asked."""
+
+    async def make(upstream_url: str | None = None, **overrides: Any) -> Proxy:
+        logs = io.StringIO()
+        settings = proxy_settings(upstream_url or upstream.url, **overrides)
+        app: web.Application = create_app(settings, policy=test_policy(), log_stream=logs)
+        return Proxy(await aiohttp_server(app), logs)
+
+    return make
+
+
+ProxyBefore = Callable[[web.Application], Awaitable[Proxy]]
+
+
+@pytest.fixture
+def proxy_before(aiohttp_server: AiohttpServer, make_proxy: MakeProxy) -> ProxyBefore:
+    """Start a test's own upstream app, and a Tollgate in front of it."""
+
+    async def start(app: web.Application) -> Proxy:
+        origin = await aiohttp_server(app)
+        return await make_proxy(str(origin.make_url("")).rstrip("/"))
+
+    return start
+
+
+@pytest.fixture
+async def proxy(make_proxy: MakeProxy) -> Proxy:
+    """Tollgate with default settings in front of the fake upstream."""
+    return await make_proxy()
+
+
+@pytest.fixture
+async def sdk(proxy: Proxy) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The official SDK pointed at Tollgate with a Tollgate key, strict about response shapes."""
+    client = openai.AsyncOpenAI(
+        base_url=proxy.url("/v1"),
+        api_key=CLIENT_KEY,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+    yield client
+    await client.close()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server on loopback, owned by the test session."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _wait_for_redis(port: int) -> None:
+    client = redis.Redis(port=port, socket_timeout=0.2, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            client.close()
+            return
+        except redis.RedisError:
+            time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server for the whole session; the test command installs it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run scripts/test, which installs it")
+    port = free_port()
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_redis(port)
+    yield RedisServer(port, process)
+    process.terminate()
+    process.wait(timeout=10)

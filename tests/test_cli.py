@@ -1,0 +1,146 @@
+"""The `tollgate` command as an operator runs it: real processes on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from proxy.keys import hash_key
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "tollgate.example.yaml"
+DEMO_KEY = "tg-demo-key-change-me"
+
+
+def _tollgate(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m proxy ARGS` to completion."""
+    command = [sys.executable, "-m", "proxy", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=30, input=input, env=env
+    )
+
+
+def _wait_until_up(port: int, process: subprocess.Popen[str], path: str = "/healthz") -> None:
+    """Return once `path` answers HTTP at all; fail if the process dies or nothing answers."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing answered on port {port}")
+
+
+@pytest.fixture
+def fake_upstream_process() -> Iterator[int]:
+    """`tollgate fake-upstream` running on a free port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "fake-upstream", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        _wait_until_up(port, process, "/v1/models")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_keys_hash_prints_the_sha256() -> None:
+    """`tollgate keys hash KEY` prints the digest the policy file lists."""
+    result = _tollgate("keys", "hash", "tg-abc")
+    assert result.returncode == 0
+    assert result.stdout.strip() == hash_key("tg-abc")
+
+
+def test_keys_hash_reads_standard_input() -> None:
+    """Without an argument the key is read from standard input, kept out of shell history."""
+    result = _tollgate("keys", "hash", input="tg-abc\n")
+    assert result.stdout.strip() == hash_key("tg-abc")
+
+
+def test_keys_generate_prints_a_key_and_its_hash() -> None:
+    """`tollgate keys generate` prints a fresh key and the sha256 that goes in the policy."""
+    lines = dict(line.split(":", 1) for line in _tollgate("keys", "generate").stdout.splitlines())
+    key, digest = lines["key"].strip(), lines["sha256"].strip()
+    assert key.startswith("tg-")
+    assert digest == hash_key(key)
+
+
+def test_check_config_summarises_without_secrets() -> None:
+    """`tollgate check-config` reads the policy and says nothing secret."""
+    env = {**os.environ, "TOLLGATE_UPSTREAM__API_KEY": "sk-very-secret"}
+    result = _tollgate("check-config", "--config", str(EXAMPLE), env=env)
+    assert result.returncode == 0
+    assert "keys: 1" in result.stdout
+    assert "upstream key set: True" in result.stdout
+    assert "sk-very-secret" not in result.stdout + result.stderr
+
+
+def test_serve_forwards_to_the_configured_upstream(fake_upstream_process: int) -> None:
+    """`tollgate serve` with the example config answers the SDK and logs JSON to stdout."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TOLLGATE_UPSTREAM__BASE_URL": f"http://127.0.0.1:{fake_upstream_process}",
+        "TOLLGATE_UPSTREAM__API_KEY": "sk-upstream",
+    }
+    command = [sys.executable, "-m", "proxy", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--config", str(EXAMPLE)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until_up(port, process)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=DEMO_KEY)
+        assert [model.id for model in client.models.list()]
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("operation") == "models.list"]
+    assert requests[0]["key_id"] == "key_demo"
+    assert "sk-upstream" not in stdout
+
+
+def test_serve_warns_when_nothing_is_configured() -> None:
+    """Started with no upstream key and no client keys, serve says both before it listens."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    command = [sys.executable, "-m", "proxy", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_until_up(port, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert "TOLLGATE_UPSTREAM__API_KEY is not set" in stderr
+    assert "no client keys configured" in stderr
