@@ -29,6 +29,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     app = create_app(settings)
+    for warning in _start_warnings(settings):
+        print(f"tollgate: warning: {warning}", file=sys.stderr)
     print(f"tollgate listening on http://{settings.host}:{settings.port}", file=sys.stderr)
     web.run_app(
         app,
@@ -40,6 +42,16 @@ def _serve(args: argparse.Namespace) -> int:
         loop=_event_loop(),
     )
     return 0
+
+
+def _start_warnings(settings: Settings) -> list[str]:
+    """What an operator should know before the first request fails."""
+    warnings = []
+    if settings.upstream.api_key is None:
+        warnings.append("TOLLGATE_UPSTREAM__API_KEY is not set: upstream will refuse requests")
+    if not load_policy(settings.config_file).keys:
+        warnings.append("no client keys configured (--config): every request will get 401")
+    return warnings
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

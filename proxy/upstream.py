@@ -125,16 +125,15 @@ async def _relay_stream(
             facts.aborted = "upstream_broke"
             _cut(request)
             return response
-        if not chunk:
-            break
         try:
+            if not chunk:
+                await response.write_eof()
+                return response
             await response.write(chunk)
         except ConnectionError:
             facts.aborted = "client_gone"
             up.close()
             return response
-    await response.write_eof()
-    return response
 
 
 def _cut(request: web.Request) -> None:
