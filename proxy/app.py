@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from typing import TextIO
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import BinaryIO
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from proxy.auth import KeyRing, auth_middleware
 from proxy.context import FACTS, SETTINGS
@@ -18,54 +20,60 @@ from proxy.policy import Policy, load_policy
 from proxy.route import BODY, route_middleware
 from proxy.settings import Settings
 from proxy.store import open_store
-from proxy.upstream import Upstream, client_session
+from proxy.upstream import Upstream
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
-async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS].upstream
-    async with client_session(settings) as session:
-        app[UPSTREAM] = Upstream(settings, session)
+def _resources(upstream: Upstream, settings: Settings) -> CleanupContext:
+    """Open the upstream session and the store at start-up; close both at shutdown."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = open_store(settings)
+        app[STORE], app[UPSTREAM] = store, upstream
+        await upstream.open()
         yield
+        await upstream.close()
+        await store.close()
+
+    return lifecycle
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = open_store(app[SETTINGS])
-    app[STORE] = store
-    yield
-    await store.close()
+def _chain(stages: list[Middleware], handler: Handler) -> Handler:
+    """Compose middleware-shaped stages around `handler` once, at start-up."""
+    for stage in reversed(stages):
+        handler = partial(stage, handler=handler)
+    return handler
 
 
-async def _forward(request: web.Request) -> web.StreamResponse:
-    """The end of the `/v1` pipeline: send the parsed request upstream."""
-    upstream = request.config_dict[UPSTREAM]
-    return await upstream.forward(request, request[BODY], request[FACTS])
+def _v1_handler(settings: Settings, policy: Policy, upstream: Upstream) -> Handler:
+    """Every `/v1` request: auth, then route, then upstream."""
 
+    async def forward(request: web.Request) -> web.StreamResponse:
+        return await upstream.forward(request, request[BODY], request[FACTS])
 
-def _v1_app(settings: Settings, policy: Policy) -> web.Application:
-    """The `/v1` sub-app: auth, then route, then upstream."""
     pipeline = [
         auth_middleware(KeyRing(policy)),
         route_middleware(
             EndpointTable(), passthrough=settings.passthrough, limit=settings.max_request_bytes
         ),
     ]
-    v1 = web.Application(middlewares=pipeline, client_max_size=settings.max_request_bytes)
-    v1.router.add_route("*", "/{tail:.*}", _forward)
-    return v1
+    return _chain(pipeline, forward)
 
 
 def create_app(
-    settings: Settings, *, policy: Policy | None = None, log_stream: TextIO | None = None
+    settings: Settings, *, policy: Policy | None = None, log_stream: BinaryIO | None = None
 ) -> web.Application:
     """The whole Tollgate application for `settings`."""
-    log = build_logger(settings.log, log_stream or sys.stdout)
+    log = build_logger(settings.log, log_stream or sys.stdout.buffer)
     app = web.Application(
         middlewares=[log_middleware(log), error_middleware(log)],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_upstream_ctx)
+    upstream = Upstream(settings.upstream)
+    app.cleanup_ctx.append(_resources(upstream, settings))
     add_health_routes(app)
-    app.add_subapp("/v1", _v1_app(settings, policy or load_policy(settings.config_file)))
+    policy = policy or load_policy(settings.config_file)
+    app.router.add_route("*", "/v1/{tail:.*}", _v1_handler(settings, policy, upstream))
     return app

@@ -20,7 +20,6 @@ def new_request_id() -> str:
 class Facts:
     """What is known about one request; filled in by each room, written out by the log room."""
 
-    request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     key_id: str | None = None
     user: str | None = None
@@ -29,6 +28,14 @@ class Facts:
     model: str | None = None
     upstream_status: int | None = None
     aborted: str | None = None  # "client_gone" or "upstream_broke" once the answer has started
+    known_id: str | None = None  # upstream's x-request-id, or Tollgate's once one was needed
+
+    @property
+    def request_id(self) -> str:
+        """The request's id: upstream's where it gave one; made here only when first needed."""
+        if self.known_id is None:
+            self.known_id = new_request_id()
+        return self.known_id
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -31,8 +31,11 @@ _BAD_JSON = (
 
 def _refuse_dot_segments(request: web.Request) -> None:
     """A path that climbs out of `/v1` (`..`, `.`, or an encoded slash) reaches nothing."""
-    segments = unquote(request.raw_path.partition("?")[0]).split("/")
-    if any(s in (".", "..") for s in segments) or "%2f" in request.raw_path.lower():
+    path = request.raw_path.partition("?")[0]
+    if "." not in path and "%" not in path:
+        return
+    segments = unquote(path).split("/")
+    if any(s in (".", "..") for s in segments) or "%2f" in path.lower():
         raise NotFound(request.method, request.path)
 
 

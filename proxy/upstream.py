@@ -52,22 +52,41 @@ def client_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
 
 def _wants_stream(up: aiohttp.ClientResponse) -> bool:
     length = up.content_length
-    return length is None or length > READ_WHOLE_LIMIT or up.content_type == "text/event-stream"
+    if length is None or length > READ_WHOLE_LIMIT:
+        return True
+    return up.headers.get("Content-Type", "").startswith("text/event-stream")
 
 
 class Upstream:
     """Sends one request upstream and relays the answer to the client."""
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self._settings = settings
         self._origin = settings.origin
-        self._session = session
         self._credentials = credential_headers(settings)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        """Open the pooled session; requests can flow from here on."""
+        self._session = client_session(self._settings)
+
+    async def close(self) -> None:
+        """Close the session and its pooled connections."""
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The open session (a request before `open()` is a programming error)."""
+        if self._session is None:
+            raise RuntimeError("the upstream session is not open")
+        return self._session
 
     async def reachable(self) -> bool:
         """Whether the upstream answers HTTP at all (any status), within two seconds."""
         try:
             timeout = aiohttp.ClientTimeout(total=2)
-            async with self._session.head(self._origin + "/", timeout=timeout):
+            async with self.session.head(self._origin + "/", timeout=timeout):
                 return True
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -79,7 +98,7 @@ class Upstream:
         headers = to_upstream(request.headers, self._credentials, keep_length=streamed)
         data = body.chunks() if isinstance(body, StreamedBody) else (body or None)
         try:
-            async with self._session.request(
+            async with self.session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False
             ) as up:
                 facts.upstream_status = up.status
@@ -105,7 +124,7 @@ def _settle_request_id(headers: CIMultiDict[str], facts: Facts) -> None:
     """Upstream's `x-request-id` names the request; where it gave none, Tollgate's does."""
     upstream_id = headers.get("x-request-id")
     if upstream_id:
-        facts.request_id = upstream_id
+        facts.known_id = upstream_id
     else:
         headers["x-request-id"] = facts.request_id
 

@@ -60,13 +60,16 @@ class Proxy:
     """A running Tollgate, what it logged, and how to reach it."""
 
     server: TestServer
-    logs: io.StringIO
+    logs: io.BytesIO
 
     def url(self, path: str = "") -> str:
         return str(self.server.make_url(path))
 
+    def log_text(self) -> str:
+        return self.logs.getvalue().decode()
+
     def log_lines(self) -> list[str]:
-        return [line for line in self.logs.getvalue().splitlines() if line]
+        return [line for line in self.log_text().splitlines() if line]
 
 
 @pytest.fixture
@@ -98,7 +101,7 @@ async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeP
     """Start a Tollgate in front of the fake upstream, with settings overridden as asked."""
 
     async def make(upstream_url: str | None = None, **overrides: Any) -> Proxy:
-        logs = io.StringIO()
+        logs = io.BytesIO()
         settings = proxy_settings(upstream_url or upstream.url, **overrides)
         app: web.Application = create_app(settings, policy=test_policy(), log_stream=logs)
         return Proxy(await aiohttp_server(app), logs)

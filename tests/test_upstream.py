@@ -109,7 +109,7 @@ async def test_answer_headers_keep_openai_ones_and_drop_hop_by_hop(
     assert headers["openai-version"] == "2020-10-01"
     for name in ("X-Upstream-Hop", "Proxy-Authenticate", "Set-Cookie"):
         assert name not in headers
-    assert '"request_id": "req_from_upstream"' in proxy.logs.getvalue()
+    assert json.loads(proxy.log_lines()[-1])["request_id"] == "req_from_upstream"
 
 
 async def test_a_request_id_is_made_where_upstream_gives_none(
@@ -121,7 +121,7 @@ async def test_a_request_id_is_made_where_upstream_gives_none(
         async with client.get(proxy.url("/v1/models"), headers=AUTH) as response:
             request_id = response.headers["x-request-id"]
     assert re.fullmatch(r"req_[0-9a-f]{32}", request_id)
-    assert f'"request_id": "{request_id}"' in proxy.logs.getvalue()
+    assert json.loads(proxy.log_lines()[-1])["request_id"] == request_id
 
 
 @pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
