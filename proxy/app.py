@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import BinaryIO
@@ -10,26 +11,30 @@ from typing import BinaryIO
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from proxy.auth import KeyRing, auth_middleware
+from proxy.admin import AdminApi, add_admin_routes
+from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
 from proxy.context import FACTS, SETTINGS
 from proxy.endpoints import EndpointTable
+from proxy.enduser import enduser_middleware
 from proxy.errors import error_middleware
 from proxy.health import STORE, UPSTREAM, add_health_routes
+from proxy.keys import Clock, KeyService
 from proxy.log import build_logger, log_middleware
+from proxy.permit import permit_middleware
 from proxy.policy import Policy, load_policy
 from proxy.route import BODY, route_middleware
 from proxy.settings import Settings
-from proxy.store import open_store
+from proxy.store import Store, open_store
+from proxy.tenancy import Tenancy
 from proxy.upstream import Upstream
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
-def _resources(upstream: Upstream, settings: Settings) -> CleanupContext:
-    """Open the upstream session and the store at start-up; close both at shutdown."""
+def _resources(store: Store, upstream: Upstream) -> CleanupContext:
+    """Open the upstream session at start-up; close it and the store at shutdown."""
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = open_store(settings)
         app[STORE], app[UPSTREAM] = store, upstream
         await upstream.open()
         yield
@@ -46,34 +51,49 @@ def _chain(stages: list[Middleware], handler: Handler) -> Handler:
     return handler
 
 
-def _v1_handler(settings: Settings, policy: Policy, upstream: Upstream) -> Handler:
-    """Every `/v1` request: auth, then route, then upstream."""
+def _v1_handler(
+    settings: Settings, authenticator: Authenticator, tenancy: Tenancy, upstream: Upstream
+) -> Handler:
+    """Every `/v1` request, in order: who, what, may they, on whose behalf, then upstream."""
 
     async def forward(request: web.Request) -> web.StreamResponse:
-        return await upstream.forward(request, request[BODY], request[FACTS])
+        credential = request[PRINCIPAL].credential
+        return await upstream.forward(request, request[BODY], request[FACTS], credential)
 
     pipeline = [
-        auth_middleware(KeyRing(policy)),
+        auth_middleware(authenticator),
         route_middleware(
             EndpointTable(), passthrough=settings.passthrough, limit=settings.max_request_bytes
         ),
+        permit_middleware(),
+        enduser_middleware(tenancy),
     ]
     return _chain(pipeline, forward)
 
 
 def create_app(
-    settings: Settings, *, policy: Policy | None = None, log_stream: BinaryIO | None = None
+    settings: Settings,
+    *,
+    policy: Policy | None = None,
+    log_stream: BinaryIO | None = None,
+    clock: Clock = time.time,
 ) -> web.Application:
     """The whole Tollgate application for `settings`."""
     log = build_logger(settings.log, log_stream or sys.stdout.buffer)
+    policy = policy or load_policy(settings.config_file)
+    tenancy = Tenancy(policy, settings)
+    store = open_store(settings)
+    upstream = Upstream(settings.upstream)
     app = web.Application(
         middlewares=[log_middleware(log), error_middleware(log)],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
-    upstream = Upstream(settings.upstream)
-    app.cleanup_ctx.append(_resources(upstream, settings))
+    app.cleanup_ctx.append(_resources(store, upstream))
     add_health_routes(app)
-    policy = policy or load_policy(settings.config_file)
-    app.router.add_route("*", "/v1/{tail:.*}", _v1_handler(settings, policy, upstream))
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    add_admin_routes(app, AdminApi(KeyService(store, clock), policy), admin_token)
+    authenticator = Authenticator(policy, tenancy, store, clock)
+    v1 = _v1_handler(settings, authenticator, tenancy, upstream)
+    app.router.add_route("*", "/v1/{tail:.*}", v1)
     return app

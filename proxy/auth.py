@@ -1,16 +1,25 @@
-"""The auth room: `Authorization: Bearer <tollgate key>` becomes a `Principal`, or a 401."""
+"""The auth room: `Authorization: Bearer <tollgate key>` becomes a `Principal`, or a 401.
+
+Keys are looked up by their SHA-256: first among the policy file's static keys (in memory),
+then among issued keys in the store (one lookup, no local cache, so a revocation holds from
+the next request on every replica). A store that does not answer is a 503, never a 401: an
+outage must not tell clients their keys are bad.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.context import FACTS
-from proxy.errors import Unauthorized
-from proxy.keys import hash_key
+from proxy.errors import ProxyError, Unauthorized
+from proxy.keys import Clock, KeyRecord, hash_key
 from proxy.policy import Policy
+from proxy.store import Store, StoreUnavailable
+from proxy.tenancy import Credential, Tenancy
 
 _MISSING = (
     "You didn't provide an API key. You need to provide your Tollgate key in an Authorization "
@@ -21,25 +30,73 @@ _INCORRECT = "Incorrect API key provided. Ask your platform team for a valid Tol
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key's id, its user and its team. Never the secret."""
+    """Who is calling and what they may do. Never the secret."""
 
     key_id: str
     user: str
     team: str
+    credential: Credential
+    allowed_operations: tuple[str, ...] | None = None
+    allowed_models: tuple[str, ...] | None = None
+    limits: Mapping[str, str] = field(default_factory=dict)
 
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
-class KeyRing:
-    """Known keys by hash; the secret itself is hashed on arrival and never kept."""
+class StoreDown(ProxyError):
+    """503: keys cannot be checked right now."""
 
-    def __init__(self, policy: Policy) -> None:
-        self._by_hash = {key.sha256: Principal(key.id, key.user, key.team) for key in policy.keys}
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "Tollgate cannot check keys right now; please retry shortly.",
+            type="server_error",
+            code="key_store_unavailable",
+        )
 
-    def lookup(self, secret: str) -> Principal | None:
-        """The principal whose key hashes like `secret`, if any."""
-        return self._by_hash.get(hash_key(secret))
+
+class Authenticator:
+    """Finds the principal for a secret: static keys first, then issued ones."""
+
+    def __init__(self, policy: Policy, tenancy: Tenancy, store: Store, clock: Clock) -> None:
+        self._tenancy = tenancy
+        self._store = store
+        self._clock = clock
+        self._static = {
+            key.sha256: self._make(key.id, key.user, policy.team_of(key.user, key.team))
+            for key in policy.keys
+        }
+        self._teams = set(policy.teams)
+
+    def _make(
+        self, key_id: str, user: str, team: str, record: KeyRecord | None = None
+    ) -> Principal:
+        if record is None:
+            return Principal(key_id, user, team, self._tenancy.credential(team))
+        return Principal(
+            key_id,
+            user,
+            team,
+            self._tenancy.credential(team),
+            record.allowed_operations,
+            record.allowed_models,
+            record.limits,
+        )
+
+    async def principal(self, secret: str) -> Principal | None:
+        """The principal whose key hashes like `secret` and may be used now, if any."""
+        digest = hash_key(secret)
+        found = self._static.get(digest)
+        if found is not None:
+            return found
+        try:
+            record = await self._store.key_by_hash(digest)
+        except StoreUnavailable:
+            raise StoreDown() from None
+        if record is None or record.refusal(self._clock()) or record.team not in self._teams:
+            return None
+        return self._make(record.id, record.user, record.team, record)
 
 
 def bearer_token(header: str) -> str | None:
@@ -49,15 +106,14 @@ def bearer_token(header: str) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def auth_middleware(keyring: KeyRing) -> Middleware:
+def auth_middleware(authenticator: Authenticator) -> Middleware:
     """Attach `PRINCIPAL` to every `/v1` request, or refuse it with `invalid_api_key`."""
 
-    @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = bearer_token(request.headers.get("Authorization", ""))
         if token is None:
             raise Unauthorized(_MISSING)
-        principal = keyring.lookup(token)
+        principal = await authenticator.principal(token)
         if principal is None:
             raise Unauthorized(_INCORRECT)
         facts = request[FACTS]

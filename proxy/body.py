@@ -23,6 +23,17 @@ class StreamedBody:
         self.limit = limit
         self.received = 0
         self.overflowed = False
+        self.added = 0  # bytes Tollgate put in on the way (a form field), beyond the client's
+
+    def insert_before(self, marker: bytes, data: bytes) -> bool:
+        """Put `data` in front of the first `marker` in the bytes read ahead, if it is there."""
+        at = self._prefix.find(marker)
+        if at < 0:
+            return False
+        self._prefix = self._prefix[:at] + data + self._prefix[at:]
+        self.added += len(data)
+        self.limit += len(data)
+        return True
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk, as aiohttp's client sends it."""

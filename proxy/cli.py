@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from proxy.app import create_app
-from proxy.keys import generate_key, hash_key
-from proxy.policy import load_policy
+from proxy.keys import KeyRecord, KeyService, UnknownKey, generate_key, hash_key
+from proxy.policy import Policy, load_policy
 from proxy.settings import Settings
+from proxy.store import open_store
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -79,6 +82,85 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    """`90s`, `15m`, `12h` or `30d` in seconds."""
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit():
+        raise argparse.ArgumentTypeError(f"not a duration like 30d or 12h: {text!r}")
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
+def _print_record(record: KeyRecord, secret: str | None, as_json: bool) -> None:
+    shown = record.public() | ({"key": secret} if secret else {})
+    if as_json:
+        print(json.dumps(shown, indent=2))
+        return
+    for name, value in shown.items():
+        print(f"{name:>18}: {value}")
+    if secret:
+        print("\nThe key is shown once: hand it over now.", file=sys.stderr)
+
+
+async def _keys_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `tollgate keys ...` command against the configured store."""
+    store = open_store(settings)
+    service = KeyService(store, time.time)
+    try:
+        result: int = await args.keys_run(args, service, load_policy(settings.config_file))
+        return result
+    except UnknownKey as missing:
+        print(f"tollgate keys: no key with id {missing}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+
+
+async def _create(args: argparse.Namespace, service: KeyService, policy: Policy) -> int:
+    team = policy.team_of(args.user, args.team)
+    if team not in policy.teams:
+        print(f"tollgate keys: no team named {team!r} in the policy file", file=sys.stderr)
+        return 2
+    expires = int(time.time()) + args.expires_in if args.expires_in else None
+    record, secret = await service.create(
+        name=args.name, user=args.user, team=team, expires_at=expires
+    )
+    _print_record(record, secret, args.json)
+    return 0
+
+
+async def _list(args: argparse.Namespace, service: KeyService, policy: Policy) -> int:
+    records = await service.list()
+    if args.json:
+        print(json.dumps([record.public() for record in records], indent=2))
+        return 0
+    for r in records:
+        state = "revoked" if r.revoked_at else "disabled" if r.disabled else "active"
+        print(f"{r.id}  {state:8}  {r.team:12}  {r.user:20}  {r.name}")
+    return 0
+
+
+async def _show(args: argparse.Namespace, service: KeyService, policy: Policy) -> int:
+    _print_record(await service.get(args.key_id), None, args.json)
+    return 0
+
+
+async def _revoke(args: argparse.Namespace, service: KeyService, policy: Policy) -> int:
+    _print_record(await service.revoke(args.key_id), None, args.json)
+    return 0
+
+
+async def _rotate(args: argparse.Namespace, service: KeyService, policy: Policy) -> int:
+    record, secret = await service.rotate(args.key_id)
+    _print_record(record, secret, args.json)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    return asyncio.run(_keys_command(args, _settings(args)))
+
+
 def _check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = load_policy(settings.config_file)
@@ -110,7 +192,10 @@ def _parser() -> argparse.ArgumentParser:
     hashing = keys.add_parser("hash", help="print the sha256 of a key (argument or stdin)")
     hashing.add_argument("key", nargs="?")
     hashing.set_defaults(run=_keys_hash)
-    keys.add_parser("generate", help="make a new key").set_defaults(run=_keys_generate)
+    keys.add_parser("generate", help="make a key for the policy file").set_defaults(
+        run=_keys_generate
+    )
+    _add_store_commands(keys)
     fake = commands.add_parser("fake-upstream", help="an OpenAI look-alike for demos")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9000)
@@ -119,6 +204,29 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--event-pause", type=float, default=0.0)
     fake.set_defaults(run=_fake_upstream)
     return parser
+
+
+def _add_store_commands(keys: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`keys create|list|show|revoke|rotate`: issued keys in the configured store."""
+    specs = {
+        "create": (_create, "issue a key (the secret is printed once)"),
+        "list": (_list, "list keys, never secrets"),
+        "show": (_show, "show one key"),
+        "revoke": (_revoke, "revoke a key at once"),
+        "rotate": (_rotate, "give a key a new secret, same id"),
+    }
+    for name, (run, summary) in specs.items():
+        command = keys.add_parser(name, help=summary)
+        command.add_argument("--config", dest="config_file", type=Path)
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in ("show", "revoke", "rotate"):
+            command.add_argument("key_id")
+        command.set_defaults(run=_keys, keys_run=run)
+    create = keys.choices["create"]
+    create.add_argument("--name", required=True)
+    create.add_argument("--user", required=True)
+    create.add_argument("--team")
+    create.add_argument("--expires-in", type=_duration, help="e.g. 30d, 12h")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,12 +47,12 @@ def _filtered(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMult
 
 
 def to_upstream(
-    headers: CIMultiDictProxy[str], credentials: dict[str, str], keep_length: bool
+    headers: CIMultiDictProxy[str], credentials: dict[str, str], length: int | None
 ) -> CIMultiDict[str]:
-    """The client's end-to-end headers with the central credentials put in."""
+    """The client's end-to-end headers with the credential put in, and the streamed length."""
     out = _filtered(headers, _NOT_FORWARDED)
-    if keep_length and "content-length" in headers:
-        out["Content-Length"] = headers["content-length"]
+    if length is not None:
+        out["Content-Length"] = str(length)
     out.update(credentials)
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StaticKey(BaseModel):
@@ -16,7 +16,7 @@ class StaticKey(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     user: str = Field(default="", max_length=256)
-    team: str = Field(default="default", min_length=1, max_length=64)
+    team: str | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("sha256")
     @classmethod
@@ -24,11 +24,31 @@ class StaticKey(BaseModel):
         return digest.lower()
 
 
+class Team(BaseModel):
+    """A team bills to one upstream credential: a name under TOLLGATE_CREDENTIALS, or the
+    central TOLLGATE_UPSTREAM one when none is named."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    credential: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class User(BaseModel):
+    """A person or service, and the team it belongs to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    team: str = Field(min_length=1, max_length=64)
+
+
 class Policy(BaseModel):
     """Everything the policy file says."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    default_team: str = "default"
+    teams: dict[str, Team] = Field(default_factory=lambda: {"default": Team()})
+    users: dict[str, User] = Field(default_factory=dict)
     keys: tuple[StaticKey, ...] = ()
 
     @field_validator("keys")
@@ -39,6 +59,22 @@ class Policy(BaseModel):
             if len(values) != len(set(values)):
                 raise ValueError(f"two keys share one {attribute}")
         return keys
+
+    @model_validator(mode="after")
+    def _teams_exist(self) -> Policy:
+        named = {self.default_team} | {user.team for user in self.users.values()}
+        named |= {key.team for key in self.keys if key.team is not None}
+        unknown = sorted(named - set(self.teams))
+        if unknown:
+            raise ValueError(f"unknown team(s): {', '.join(unknown)}")
+        return self
+
+    def team_of(self, user: str, team: str | None = None) -> str:
+        """The team a key of `user` bills to: its own, else the user's, else the default."""
+        if team is not None:
+            return team
+        member = self.users.get(user)
+        return member.team if member else self.default_team
 
 
 def load_policy(path: Path | None) -> Policy:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.typedefs import Handler, Middleware
@@ -19,6 +19,7 @@ from proxy.multipart import boundary_of, read_form_head
 
 CALL = web.RequestKey("call", Call)
 BODY: web.RequestKey[Body] = web.RequestKey[Body]("body")
+FIELDS: web.RequestKey[dict[str, Any]] = web.RequestKey[dict[str, Any]]("fields")
 
 FORM_HEAD_LIMIT = 64 * 1024
 
@@ -49,20 +50,23 @@ async def _json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
             f"Invalid Content-Type header ({request.content_type}), expected application/json."
         )
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise InvalidRequest(_BAD_JSON) from None
     if not isinstance(value, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return raw, value
 
 
-async def _parse_json(request: web.Request, match: Match) -> tuple[Call, Body]:
+Parsed = tuple[Call, Body, dict[str, Any]]
+
+
+async def _parse_json(request: web.Request, match: Match) -> Parsed:
     raw, values = await _json_object(request)
-    return build_call(match.endpoint, match.params, values), raw
+    return build_call(match.endpoint, match.params, values), raw, values
 
 
-async def _parse_form(request: web.Request, match: Match, limit: int) -> tuple[Call, Body]:
+async def _parse_form(request: web.Request, match: Match, limit: int) -> Parsed:
     boundary = (
         boundary_of(dict(parse_mimetype(request.headers.get("Content-Type", "")).parameters))
         if request.body_exists
@@ -74,18 +78,18 @@ async def _parse_form(request: web.Request, match: Match, limit: int) -> tuple[C
         )
     head = await read_form_head(request.content, boundary, FORM_HEAD_LIMIT)
     call = build_call(match.endpoint, match.params, head.fields, fields_complete=head.complete)
-    return call, StreamedBody(head.prefix, request.content, limit)
+    return call, StreamedBody(head.prefix, request.content, limit), dict(head.fields)
 
 
-async def parse(request: web.Request, match: Match | None, limit: int) -> tuple[Call, Body]:
+async def parse(request: web.Request, match: Match | None, limit: int) -> Parsed:
     """The `Call` and the body to forward, reading no more of the body than parsing needs."""
     if match is None:
-        return PASSTHROUGH_CALL, _untouched(request, limit)
+        return PASSTHROUGH_CALL, _untouched(request, limit), {}
     if match.endpoint.body is BodyKind.JSON:
         return await _parse_json(request, match)
     if match.endpoint.body is BodyKind.FORM:
         return await _parse_form(request, match, limit)
-    return build_call(match.endpoint, match.params, {}), _untouched(request, limit)
+    return build_call(match.endpoint, match.params, {}), _untouched(request, limit), {}
 
 
 def _untouched(request: web.Request, limit: int) -> Body:
@@ -94,9 +98,8 @@ def _untouched(request: web.Request, limit: int) -> Body:
 
 
 def route_middleware(table: EndpointTable, *, passthrough: bool, limit: int) -> Middleware:
-    """Attach `CALL` and `BODY` to every `/v1` request, or refuse it with 400, 404 or 413."""
+    """Attach `CALL`, `BODY` and `FIELDS` to every `/v1` request, or refuse it (400/404/413)."""
 
-    @web.middleware
     async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
         _refuse_dot_segments(request)
         if (request.content_length or 0) > limit:
@@ -104,10 +107,10 @@ def route_middleware(table: EndpointTable, *, passthrough: bool, limit: int) -> 
         match = table.match(request.method, request.path)
         if match is None and not passthrough:
             raise NotFound(request.method, request.path)
-        call, body = await parse(request, match, limit)
+        call, body, fields = await parse(request, match, limit)
         facts = request[FACTS]
         facts.operation, facts.model = call.operation, call.model
-        request[CALL], request[BODY] = call, body
+        request[CALL], request[BODY], request[FIELDS] = call, body, fields
         return await handler(request)
 
     return route

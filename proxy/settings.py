@@ -33,6 +33,15 @@ class UpstreamSettings(BaseModel):
         return str(self.base_url).rstrip("/")
 
 
+class CredentialSettings(BaseModel):
+    """A named upstream credential a team bills to (TOLLGATE_CREDENTIALS__<NAME>__*)."""
+
+    api_key: SecretStr | None = None
+    organization: SecretStr | None = None
+    project: SecretStr | None = None
+    base_url: AnyHttpUrl | None = None
+
+
 class RedisSettings(BaseModel):
     """Connection to a Redis shared by every replica."""
 
@@ -63,5 +72,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     store: Literal["memory", "redis"] = "memory"
     upstream: UpstreamSettings = UpstreamSettings()
+    credentials: dict[str, CredentialSettings] = Field(default_factory=dict)
     redis: RedisSettings = RedisSettings()
     log: LogSettings = LogSettings()
+    admin_token: SecretStr | None = None
+    data_file: Path | None = Path("data/tollgate-keys.json")
+    pseudonym_secret: SecretStr | None = None

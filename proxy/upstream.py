@@ -21,20 +21,9 @@ from proxy.context import Facts
 from proxy.errors import PayloadTooLarge, UpstreamUnavailable
 from proxy.headers import to_client, to_upstream
 from proxy.settings import UpstreamSettings
+from proxy.tenancy import Credential
 
 READ_WHOLE_LIMIT = 1024 * 1024
-
-
-def credential_headers(settings: UpstreamSettings) -> dict[str, str]:
-    """The central credential as request headers, computed once at start-up."""
-    headers: dict[str, str] = {}
-    if settings.api_key is not None:
-        headers["Authorization"] = "Bearer " + settings.api_key.get_secret_value()
-    if settings.organization is not None:
-        headers["OpenAI-Organization"] = settings.organization.get_secret_value()
-    if settings.project is not None:
-        headers["OpenAI-Project"] = settings.project.get_secret_value()
-    return headers
 
 
 def client_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
@@ -50,6 +39,13 @@ def client_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
     )
 
 
+def _streamed_length(request: web.Request, body: Body) -> int | None:
+    """The Content-Length of a streamed body: the client's, plus what Tollgate inserted."""
+    if not isinstance(body, StreamedBody) or request.content_length is None:
+        return None
+    return request.content_length + body.added
+
+
 def _wants_stream(up: aiohttp.ClientResponse) -> bool:
     length = up.content_length
     if length is None or length > READ_WHOLE_LIMIT:
@@ -63,7 +59,6 @@ class Upstream:
     def __init__(self, settings: UpstreamSettings) -> None:
         self._settings = settings
         self._origin = settings.origin
-        self._credentials = credential_headers(settings)
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
@@ -91,11 +86,12 @@ class Upstream:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def forward(self, request: web.Request, body: Body, facts: Facts) -> web.StreamResponse:
-        """Relay `request` with `body` upstream; answer the client with what comes back."""
-        url = URL(self._origin + request.raw_path, encoded=True)
-        streamed = isinstance(body, StreamedBody)
-        headers = to_upstream(request.headers, self._credentials, keep_length=streamed)
+    async def forward(
+        self, request: web.Request, body: Body, facts: Facts, credential: Credential
+    ) -> web.StreamResponse:
+        """Relay `request` with `body` upstream on `credential`; answer with what comes back."""
+        url = URL(credential.origin + request.raw_path, encoded=True)
+        headers = to_upstream(request.headers, credential.headers, _streamed_length(request, body))
         data = body.chunks() if isinstance(body, StreamedBody) else (body or None)
         try:
             async with self.session.request(

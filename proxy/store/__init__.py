@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from proxy.keys import KeyStore
 from proxy.settings import Settings
 
 
@@ -11,8 +12,8 @@ class StoreUnavailable(Exception):
     """The store did not answer; the message names the backend, never its credentials."""
 
 
-class Store(Protocol):
-    """What every backend offers."""
+class Store(KeyStore, Protocol):
+    """What every backend offers: key records, and a way to tell it is alive."""
 
     name: str
 
@@ -24,11 +25,11 @@ class Store(Protocol):
 
 
 def open_store(settings: Settings) -> Store:
-    """The backend the settings name."""
+    """The backend the settings name (Redis connects lazily, on first use)."""
     if settings.store == "redis":
         from proxy.store.redis import RedisStore
 
         return RedisStore(settings.redis)
     from proxy.store.memory import MemoryStore
 
-    return MemoryStore()
+    return MemoryStore(settings.data_file)

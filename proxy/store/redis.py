@@ -1,12 +1,27 @@
-"""The Redis store: state shared by every replica, reached with a short timeout."""
+"""The Redis store: state shared by every replica, reached with a short timeout.
+
+Key records live twice under one hash tag, `{tg-keys}`, so they share a Cluster slot and one
+MULTI writes both: by id (for admins) and by hash (for the door). Looking a key up is one GET;
+a revoked key is gone from the by-hash side in the same transaction that marks it revoked, so
+every replica refuses it from its very next request.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from proxy.keys import KeyRecord
 from proxy.settings import RedisSettings
 from proxy.store import StoreUnavailable
+
+T = TypeVar("T")
+
+BY_ID = "tg:{tg-keys}:id:"
+BY_HASH = "tg:{tg-keys}:hash:"
 
 
 class RedisStore:
@@ -21,13 +36,55 @@ class RedisStore:
             socket_connect_timeout=settings.timeout,
         )
 
-    async def ping(self) -> None:
-        """Raise `StoreUnavailable` unless Redis answers PING in time."""
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis operation; any failure is `StoreUnavailable`, never a credential."""
         try:
-            await self._client.ping()
+            return await operation()
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless Redis answers PING in time."""
+        await self._call(self._client.ping)
 
     async def close(self) -> None:
         """Close the pool's connections."""
         await self._client.aclose()
+
+    async def _record(self, key: str) -> KeyRecord | None:
+        raw = await self._call(lambda: self._client.get(key))
+        return None if raw is None else KeyRecord.model_validate_json(raw)
+
+    async def key_by_hash(self, digest: str) -> KeyRecord | None:
+        """One GET: the usable record for `digest`."""
+        return await self._record(BY_HASH + digest)
+
+    async def key_by_id(self, key_id: str) -> KeyRecord | None:
+        """Any record by id."""
+        return await self._record(BY_ID + key_id)
+
+    async def all_keys(self) -> list[KeyRecord]:
+        """Every record, by scanning the by-id side."""
+
+        async def scan() -> list[bytes | str | None]:
+            names = [name async for name in self._client.scan_iter(match=BY_ID + "*")]
+            return list(await self._client.mget(names)) if names else []
+
+        return [KeyRecord.model_validate_json(raw) for raw in await self._call(scan) if raw]
+
+    async def save_key(self, record: KeyRecord, previous_hash: str | None = None) -> None:
+        """Write both sides of the record in one MULTI."""
+        document = record.model_dump_json()
+
+        async def write() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(BY_ID + record.id, document)
+                if previous_hash is not None and previous_hash != record.hash:
+                    pipe.delete(BY_HASH + previous_hash)
+                if record.revoked_at is None:
+                    pipe.set(BY_HASH + record.hash, document)
+                else:
+                    pipe.delete(BY_HASH + record.hash)
+                await pipe.execute()
+
+        await self._call(write)
