@@ -22,24 +22,28 @@ from pytest_aiohttp import AiohttpServer
 
 from proxy.app import create_app
 from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
-from proxy.keys import hash_key
-from proxy.policy import Policy, StaticKey
-from proxy.settings import Settings, UpstreamSettings
+from proxy.keys import Clock, hash_key
+from proxy.policy import Policy, StaticKey, Team, User
+from proxy.settings import CredentialSettings, RedisSettings, Settings, UpstreamSettings
 
 UPSTREAM_KEY = "sk-upstream-central-0123456789abcdef"
+BLUE_UPSTREAM_KEY = "sk-upstream-blue-team-fedcba9876543210"
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 UPSTREAM_ORG = "org-central"
 UPSTREAM_PROJECT = "proj_central"
 CLIENT_KEY = "tg-client-alice-" + "a" * 32
 OTHER_KEY = "tg-client-bob-" + "b" * 32
 
 
-def test_policy() -> Policy:
-    """Two clients on two teams."""
+def policy_for_tests() -> Policy:
+    """Two clients on two teams; team blue bills to its own upstream credential."""
     return Policy(
+        teams={"default": Team(), "red": Team(), "blue": Team(credential="blue")},
+        users={"carol": User(team="blue")},
         keys=(
             StaticKey(id="key_alice", sha256=hash_key(CLIENT_KEY), user="alice", team="red"),
             StaticKey(id="key_bob", sha256=hash_key(OTHER_KEY), user="bob", team="blue"),
-        )
+        ),
     )
 
 
@@ -90,7 +94,13 @@ def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
         project=SecretStr(UPSTREAM_PROJECT),
         **overrides.pop("upstream", {}),
     )
-    return Settings(upstream=upstream, **overrides)
+    blue = CredentialSettings(api_key=SecretStr(BLUE_UPSTREAM_KEY))
+    defaults: dict[str, Any] = {
+        "credentials": {"blue": blue},
+        "admin_token": SecretStr(ADMIN_TOKEN),
+        "data_file": None,
+    }
+    return Settings(upstream=upstream, **(defaults | overrides))
 
 
 MakeProxy = Callable[..., Awaitable[Proxy]]
@@ -100,10 +110,12 @@ MakeProxy = Callable[..., Awaitable[Proxy]]
 async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeProxy:
     """Start a Tollgate in front of the fake upstream, with settings overridden as asked."""
 
-    async def make(upstream_url: str | None = None, **overrides: Any) -> Proxy:
+    async def make(
+        upstream_url: str | None = None, *, clock: Clock = time.time, **overrides: Any
+    ) -> Proxy:
         logs = io.BytesIO()
         settings = proxy_settings(upstream_url or upstream.url, **overrides)
-        app: web.Application = create_app(settings, policy=test_policy(), log_stream=logs)
+        app = create_app(settings, policy=policy_for_tests(), log_stream=logs, clock=clock)
         return Proxy(await aiohttp_server(app), logs)
 
     return make
@@ -150,6 +162,19 @@ def free_port() -> int:
         return port
 
 
+class FakeClock:
+    """A clock tests move by hand: no sleeping to reach an expiry or a window's edge."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class RedisServer:
     """A real redis-server on loopback, owned by the test session."""
@@ -189,3 +214,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     yield RedisServer(port, process)
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture
+def flush_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's redis-server, emptied before and after the test."""
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    yield redis_server
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Settings overrides for each store backend: a data file, or a flushed real Redis."""
+    if request.param == "memory":
+        return {"store": "memory", "data_file": tmp_path / "keys.json"}
+    server: RedisServer = request.getfixturevalue("flush_redis")
+    return {"store": "redis", "redis": RedisSettings(url=SecretStr(server.url))}

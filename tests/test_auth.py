@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 import openai
 import pytest
 
-from proxy.auth import KeyRing, bearer_token
+from proxy.auth import Authenticator, bearer_token
 from proxy.keys import generate_key, hash_key
 from proxy.policy import Policy, StaticKey
+from proxy.settings import Settings
+from proxy.store.memory import MemoryStore
+from proxy.tenancy import Tenancy
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Proxy, Upstream
 
 
@@ -59,15 +64,17 @@ async def test_the_sdk_raises_its_authentication_error(proxy: Proxy) -> None:
     assert caught.value.code == "invalid_api_key"
 
 
-def test_keys_are_found_by_hash_only() -> None:
-    """The key ring holds hashes: the right secret finds its principal, nothing else does."""
+async def test_static_keys_are_found_by_hash_only() -> None:
+    """The policy's static keys: the right secret finds its principal, its hash does not."""
     secret = generate_key()
-    ring = KeyRing(Policy(keys=(StaticKey(id="k1", sha256=hash_key(secret), user="u"),)))
-    found = ring.lookup(secret)
+    policy = Policy(keys=(StaticKey(id="k1", sha256=hash_key(secret), user="u"),))
+    settings = Settings(data_file=None)
+    door = Authenticator(policy, Tenancy(policy, settings), MemoryStore(), time.time)
+    found = await door.principal(secret)
     assert found is not None
     assert (found.key_id, found.user, found.team) == ("k1", "u", "default")
-    assert ring.lookup(hash_key(secret)) is None
-    assert secret not in repr(ring.__dict__)
+    assert await door.principal(hash_key(secret)) is None
+    assert secret not in repr(found)
 
 
 def test_generated_keys_are_long_and_url_safe() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,12 +13,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
 from proxy.keys import hash_key
-from tests.conftest import free_port
+from tests.conftest import MakeProxy, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "tollgate.example.yaml"
@@ -144,3 +146,71 @@ def test_serve_warns_when_nothing_is_configured() -> None:
         _, stderr = process.communicate(timeout=20)
     assert "TOLLGATE_UPSTREAM__API_KEY is not set" in stderr
     assert "no client keys configured" in stderr
+
+
+def _keys_cli(data_file: Path, *args: str) -> dict[str, Any]:
+    """`tollgate keys ARGS --json` against the embedded store in `data_file`."""
+    env = {**os.environ, "TOLLGATE_DATA_FILE": str(data_file), "TOLLGATE_STORE": "memory"}
+    result = _tollgate("keys", *args, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def test_keys_create_list_show_rotate_revoke(tmp_path: Path) -> None:
+    """The key commands manage issued keys; secrets appear only where a key is made."""
+    data_file = tmp_path / "keys.json"
+    created = _keys_cli(
+        data_file, "create", "--name", "ci", "--user", "alice", "--expires-in", "30d"
+    )
+    assert created["key"].startswith("tg-")
+    assert created["expires_at"] - created["created_at"] == 30 * 86400
+    env = {**os.environ, "TOLLGATE_DATA_FILE": str(data_file)}
+    listing = _tollgate("keys", "list", env=env).stdout
+    assert created["id"] in listing
+    assert "active" in listing
+    shown = _keys_cli(data_file, "show", created["id"])
+    assert "key" not in shown
+    rotated = _keys_cli(data_file, "rotate", created["id"])
+    assert rotated["key"] != created["key"]
+    revoked = _keys_cli(data_file, "revoke", created["id"])
+    assert revoked["revoked_at"] is not None
+    for secret in (created["key"], rotated["key"]):
+        assert secret not in data_file.read_text()
+        assert secret not in listing
+
+
+def test_keys_commands_say_when_an_id_is_unknown(tmp_path: Path) -> None:
+    """Showing a key that does not exist fails with a message, not a traceback."""
+    env = {**os.environ, "TOLLGATE_DATA_FILE": str(tmp_path / "keys.json")}
+    result = _tollgate("keys", "show", "key_nope", env=env)
+    assert result.returncode == 1
+    assert "no key with id" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_running_server_follows_cli_changes(make_proxy: MakeProxy, tmp_path: Path) -> None:
+    """A key created, then revoked, with the CLI works, then stops, on a running server."""
+    data_file = tmp_path / "keys.json"
+    proxy = await make_proxy(store="memory", data_file=data_file)
+    created = _keys_cli(data_file, "create", "--name", "ci", "--user", "alice")
+    client = openai.AsyncOpenAI(base_url=proxy.url("/v1"), api_key=created["key"], max_retries=0)
+    assert await _eventually(client, works=True)
+    _keys_cli(data_file, "revoke", created["id"])
+    assert await _eventually(client, works=False)
+    await client.close()
+
+
+async def _eventually(client: openai.AsyncOpenAI, *, works: bool) -> bool:
+    """Whether the key reaches the wanted state within 1.5 seconds (the reload period is 1 s)."""
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        try:
+            await client.models.list()
+            if works:
+                return True
+        except openai.AuthenticationError:
+            if not works:
+                return True
+        await asyncio.sleep(0.05)
+    return False

@@ -36,6 +36,7 @@ async def test_images_generate(sdk: openai.AsyncOpenAI, upstream: Upstream) -> N
     )
     assert len(images.data or []) == 1
     sent = _last(upstream, "POST", "/v1/images/generations")
+    assert sent.pop("user").startswith("tg-user-")
     assert sent == {
         "model": "dall-e-3",
         "prompt": "A cute baby sea otter",

@@ -273,15 +273,15 @@ async def test_an_upstream_stream_cut_half_way_is_cut_for_the_client(
     assert line["aborted"] == "upstream_broke"
 
 
-def _upload_upstream(gate: Gate, sizes: list[int]) -> web.Application:
+def _upload_upstream(gate: Gate, bodies: list[bytes]) -> web.Application:
     """An upstream that signals as soon as the first bytes of a body arrive."""
 
     async def handler(request: web.Request) -> web.Response:
-        total = 0
+        chunks = []
         async for chunk in request.content.iter_any():
-            total += len(chunk)
+            chunks.append(chunk)
             gate.received_first_chunk.set()
-        sizes.append(total)
+        bodies.append(b"".join(chunks))
         return web.json_response({"id": "part_1", "object": "upload.part"})
 
     app = web.Application(client_max_size=1024**3)
@@ -300,8 +300,8 @@ async def test_upload_parts_stream_to_upstream_before_the_body_ends(
     proxy_before: ProxyBefore,
 ) -> None:
     """Upstream receives an upload part's first bytes before the client has sent the rest."""
-    gate, sizes = Gate(), list[int]()
-    proxy = await proxy_before(_upload_upstream(gate, sizes))
+    gate, bodies = Gate(), list[bytes]()
+    proxy = await proxy_before(_upload_upstream(gate, bodies))
     head, tail = b"x" * 65536, b"y" * (4 * 1024 * 1024)
     headers = {**AUTH, "Content-Type": "multipart/form-data; boundary=b"}
     async with stepwise_client() as client:
@@ -309,7 +309,7 @@ async def test_upload_parts_stream_to_upstream_before_the_body_ends(
         body = _body_after_gate(gate, head, tail)
         async with client.post(url, data=body, headers=headers) as response:
             assert response.status == 200
-    assert sizes == [len(head) + len(tail)]
+    assert bodies == [head + tail]
 
 
 def _form(fields: dict[str, str], file_head: bytes) -> bytes:
@@ -329,8 +329,8 @@ async def test_image_edit_forms_stream_to_upstream_before_the_file_ends(
     proxy_before: ProxyBefore,
 ) -> None:
     """An image edit's fields are read, and its file streams on before it has all arrived."""
-    gate, sizes = Gate(), list[int]()
-    proxy = await proxy_before(_upload_upstream(gate, sizes))
+    gate, bodies = Gate(), list[bytes]()
+    proxy = await proxy_before(_upload_upstream(gate, bodies))
     head = _form({"prompt": "an otter", "model": "dall-e-2", "n": "2"}, b"\x89PNG" + b"0" * 100)
     tail = b"1" * (2 * 1024 * 1024) + b"\r\n--b--\r\n"
     headers = {**AUTH, "Content-Type": "multipart/form-data; boundary=b"}
@@ -338,7 +338,12 @@ async def test_image_edit_forms_stream_to_upstream_before_the_file_ends(
         body = _body_after_gate(gate, head, tail)
         async with client.post(proxy.url("/v1/images/edits"), data=body, headers=headers) as r:
             assert r.status == 200
-    assert sizes == [len(head) + len(tail)]
+    [received] = bodies
+    assert received.endswith(head + tail)
+    assert re.fullmatch(
+        rb'--b\r\nContent-Disposition: form-data; name="user"\r\n\r\ntg-user-[0-9a-f]{32}\r\n',
+        received[: -len(head + tail)],
+    )
     line = json.loads(proxy.log_lines()[-1])
     assert (line["operation"], line["model"]) == ("images.edit", "dall-e-2")
 
