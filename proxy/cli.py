@@ -10,13 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
+from pydantic import ValidationError
 
 from proxy.app import create_app
 from proxy.keys import KeyRecord, KeyService, UnknownKey, generate_key, hash_key
 from proxy.policy import Policy, load_policy
 from proxy.settings import Settings
 from proxy.store import open_store
+from proxy.tenancy import TenancyError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -230,7 +233,11 @@ def _add_store_commands(keys: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one `tollgate` command."""
+    """Run one `tollgate` command; a bad policy file or setting is a message, not a traceback."""
     args = _parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except (ValidationError, TenancyError, yaml.YAMLError, OSError) as problem:
+        print(f"tollgate: configuration error: {problem}", file=sys.stderr)
+        return 2
     return result

@@ -214,3 +214,22 @@ async def _eventually(client: openai.AsyncOpenAI, *, works: bool) -> bool:
                 return True
         await asyncio.sleep(0.05)
     return False
+
+
+@pytest.mark.parametrize(
+    "policy_file", sorted([*ROOT.glob("config/*.yaml"), *ROOT.glob("bench/*.yaml")])
+)
+def test_every_shipped_policy_file_loads(policy_file: Path) -> None:
+    """The example and benchmark policy files are valid (check-config accepts them)."""
+    result = _tollgate("check-config", "--config", str(policy_file))
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_bad_policy_file_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    """A policy naming an unknown team stops serve with a clear error and exit code 2."""
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("keys:\n  - {id: k, sha256: " + "a" * 64 + ", team: nowhere}\n")
+    result = _tollgate("serve", "--port", str(free_port()), "--config", str(policy))
+    assert result.returncode == 2
+    assert "unknown team(s): nowhere" in result.stderr
+    assert "Traceback" not in result.stderr
