@@ -79,13 +79,15 @@ def create_app(
     clock: Clock = time.time,
 ) -> web.Application:
     """The whole Tollgate application for `settings`."""
-    log = build_logger(settings.log, log_stream or sys.stdout.buffer)
+    stream = log_stream or sys.stdout.buffer
+    log = build_logger(settings.log, stream)
+    requests_log = build_logger(settings.log, stream, exceptions=False)
     policy = policy or load_policy(settings.config_file)
     tenancy = Tenancy(policy, settings)
     store = open_store(settings)
     upstream = Upstream(settings.upstream)
     app = web.Application(
-        middlewares=[log_middleware(log), error_middleware(log)],
+        middlewares=[log_middleware(requests_log), error_middleware(log)],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from proxy.endpoints import Endpoint
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
-    """What a request asks for, as far as Tollgate needs to know."""
+    """What a request asks for, as far as Tollgate needs to know. Read-only by convention:
+    a frozen dataclass costs a `object.__setattr__` per field on every request."""
 
     operation: str
     documented: bool
@@ -53,6 +54,8 @@ def build_call(
 ) -> Call:
     """A `Call` from the endpoint, its path parameters and the body's fields (JSON or form)."""
     merged = {**endpoint.defaults, **{k: v for k, v in values.items() if v is not None}}
+    if not merged and not endpoint.path_model:
+        return Call(endpoint.operation, True, params=params)
     model = params.get("model") if endpoint.path_model else _text(merged.get("model"))
     return Call(
         operation=endpoint.operation,

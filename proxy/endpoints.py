@@ -68,7 +68,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Match:
     """An endpoint and the path parameters it matched with."""
 
