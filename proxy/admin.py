@@ -11,9 +11,11 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from proxy.auth import bearer_token
+from proxy.cache import ResponseCache
 from proxy.errors import InvalidRequest, ProxyError, Unauthorized
 from proxy.keys import KeyRecord, KeyService, UnknownKey
 from proxy.policy import Policy
+from proxy.tenancy import Tenancy
 
 Pattern = str
 _OFF = "The admin API is off: set TOLLGATE_ADMIN_TOKEN to turn it on."
@@ -166,3 +168,32 @@ def add_admin_routes(app: web.Application, api: AdminApi, token: str | None) -> 
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, _guarded(token, handler))
+
+
+class CacheFlush(BaseModel):
+    """Which cached answers to drop: one team's scope, one scope, or (neither) all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: str | None = None
+    scope: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+
+
+def add_cache_admin_routes(
+    app: web.Application, cache: ResponseCache, tenancy: Tenancy, token: str | None
+) -> None:
+    """POST /admin/cache/flush: drop a team's or a scope's cached answers, or all of them."""
+
+    async def flush(request: web.Request) -> web.Response:
+        try:
+            spec = CacheFlush.model_validate(orjson.loads(await request.read() or b"{}"))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise InvalidRequest(f"Invalid body: {exc}".splitlines()[0], param=None) from None
+        scope = spec.scope
+        if spec.team is not None:
+            if not tenancy.has_team(spec.team):
+                raise InvalidRequest(f"Invalid team: no team named {spec.team!r}.", param="team")
+            scope = tenancy.credential(spec.team).scope
+        return _json({"flushed": await cache.flush(scope), "scope": scope})
+
+    app.router.add_post("/admin/cache/flush", _guarded(token, flush))

@@ -11,8 +11,10 @@ from typing import BinaryIO
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from proxy.admin import AdminApi, add_admin_routes
+from proxy.admin import AdminApi, add_admin_routes, add_cache_admin_routes
 from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
+from proxy.cache import CacheRoom, ResponseCache, cache_middleware, cache_ttls
+from proxy.cachestore import open_cache_backend
 from proxy.context import FACTS, SETTINGS
 from proxy.endpoints import EndpointTable
 from proxy.enduser import enduser_middleware
@@ -29,6 +31,7 @@ from proxy.tenancy import Tenancy
 from proxy.upstream import Upstream
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+CACHE = web.AppKey("cache", ResponseCache)
 
 
 def _resources(store: Store, upstream: Upstream) -> CleanupContext:
@@ -52,7 +55,11 @@ def _chain(stages: list[Middleware], handler: Handler) -> Handler:
 
 
 def _v1_handler(
-    settings: Settings, authenticator: Authenticator, tenancy: Tenancy, upstream: Upstream
+    settings: Settings,
+    authenticator: Authenticator,
+    tenancy: Tenancy,
+    cache: CacheRoom,
+    upstream: Upstream,
 ) -> Handler:
     """Every `/v1` request, in order: who, what, may they, on whose behalf, then upstream."""
 
@@ -67,6 +74,7 @@ def _v1_handler(
         ),
         permit_middleware(),
         enduser_middleware(tenancy),
+        cache_middleware(cache),
     ]
     return _chain(pipeline, forward)
 
@@ -95,7 +103,13 @@ def create_app(
     add_health_routes(app)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     add_admin_routes(app, AdminApi(KeyService(store, clock), policy), admin_token)
+    cache = CacheRoom(
+        ResponseCache(open_cache_backend(settings.cache.max_bytes, store), settings.cache, clock),
+        cache_ttls(settings.cache),
+    )
+    app[CACHE] = cache.cache
+    add_cache_admin_routes(app, cache.cache, tenancy, admin_token)
     authenticator = Authenticator(policy, tenancy, store, clock)
-    v1 = _v1_handler(settings, authenticator, tenancy, upstream)
+    v1 = _v1_handler(settings, authenticator, tenancy, cache, upstream)
     app.router.add_route("*", "/v1/{tail:.*}", v1)
     return app

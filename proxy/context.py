@@ -29,6 +29,8 @@ class Facts:
     upstream_status: int | None = None
     aborted: str | None = None  # "client_gone" or "upstream_broke" once the answer has started
     known_id: str | None = None  # upstream's x-request-id, or Tollgate's once one was needed
+    cache: str | None = None  # "hit", "miss" or "bypass" where the cache room took part
+    upstream_says_no_store: bool = False  # Set-Cookie, or Cache-Control no-store/private
 
     @property
     def request_id(self) -> str:

@@ -27,6 +27,7 @@ class Endpoint:
     operation: str
     body: BodyKind
     path_model: bool = False  # the `{model}` path parameter names the model
+    cached: bool = False  # a deterministic read, cached by default
     defaults: Mapping[str, str | int] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -49,8 +50,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/images/generations", "images.generate", _J, defaults=_GENERATE),
     Endpoint("POST", "/v1/images/edits", "images.edit", _F, defaults=_DALL_E_2),
     Endpoint("POST", "/v1/images/variations", "images.create_variation", _F, defaults=_DALL_E_2),
-    Endpoint("GET", "/v1/models", "models.list", _N),
-    Endpoint("GET", "/v1/models/{model}", "models.retrieve", _N, path_model=True),
+    Endpoint("GET", "/v1/models", "models.list", _N, cached=True),
+    Endpoint("GET", "/v1/models/{model}", "models.retrieve", _N, path_model=True, cached=True),
     Endpoint("DELETE", "/v1/models/{model}", "models.delete", _N, path_model=True),
     Endpoint("POST", "/v1/moderations", "moderations.create", _J, defaults=_MODERATE),
     Endpoint("POST", "/v1/assistants", "beta.assistants.create", _J),

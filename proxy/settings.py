@@ -49,6 +49,17 @@ class RedisSettings(BaseModel):
     timeout: float = Field(default=0.05, gt=0)
 
 
+class CacheSettings(BaseModel):
+    """What is cached, for how long, and how much memory the embedded cache may hold."""
+
+    enabled: bool = True
+    ttl: float = Field(default=300.0, gt=0)
+    operations: dict[str, float] = Field(default_factory=dict)  # opt-in: operation -> TTL
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=0)
+    lock_ttl: float = Field(default=5.0, gt=0)
+
+
 class LogSettings(BaseModel):
     """How the canonical request lines are written."""
 
@@ -75,6 +86,7 @@ class Settings(BaseSettings):
     credentials: dict[str, CredentialSettings] = Field(default_factory=dict)
     redis: RedisSettings = RedisSettings()
     log: LogSettings = LogSettings()
+    cache: CacheSettings = CacheSettings()
     admin_token: SecretStr | None = None
     data_file: Path | None = Path("data/tollgate-keys.json")
     pseudonym_secret: SecretStr | None = None

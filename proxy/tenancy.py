@@ -77,6 +77,10 @@ class Tenancy:
         secret = settings.pseudonym_secret
         self._pseudonym_key = secret.get_secret_value().encode() if secret else b"tollgate"
 
+    def has_team(self, team: str) -> bool:
+        """Whether the policy names `team`."""
+        return team in self._by_team
+
     def credential(self, team: str) -> Credential:
         """The credential `team` bills to (teams are checked when the policy loads)."""
         return self._by_team[team]

@@ -111,9 +111,16 @@ class Upstream:
     ) -> web.StreamResponse:
         headers = to_client(up.headers)
         _settle_request_id(headers, facts)
+        facts.upstream_says_no_store = _no_store(up)
         if _wants_stream(up):
             return await _relay_stream(request, up, headers, facts)
         return web.Response(status=up.status, body=await up.read(), headers=headers)
+
+
+def _no_store(up: aiohttp.ClientResponse) -> bool:
+    """Whether upstream said its answer is not for sharing (cookies, no-store, private)."""
+    control = up.headers.get("Cache-Control", "").lower()
+    return "set-cookie" in up.headers or "no-store" in control or "private" in control
 
 
 def _settle_request_id(headers: CIMultiDict[str], facts: Facts) -> None:

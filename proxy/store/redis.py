@@ -36,6 +36,11 @@ class RedisStore:
             socket_connect_timeout=settings.timeout,
         )
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The shared client and pool, for other rooms that keep state in this Redis."""
+        return self._client
+
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis operation; any failure is `StoreUnavailable`, never a credential."""
         try:
