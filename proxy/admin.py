@@ -14,7 +14,9 @@ from proxy.auth import bearer_token
 from proxy.cache import ResponseCache
 from proxy.errors import InvalidRequest, ProxyError, Unauthorized
 from proxy.keys import KeyRecord, KeyService, UnknownKey
+from proxy.moderation import Moderator
 from proxy.policy import Policy
+from proxy.store import StoreUnavailable
 from proxy.tenancy import Tenancy
 
 Pattern = str
@@ -197,3 +199,25 @@ def add_cache_admin_routes(
         return _json({"flushed": await cache.flush(scope), "scope": scope})
 
     app.router.add_post("/admin/cache/flush", _guarded(token, flush))
+
+
+def add_strike_admin_routes(app: web.Application, moderator: Moderator, token: str | None) -> None:
+    """GET and DELETE /admin/strikes/{team}/{user}: a user's moderation strikes, and forgiving."""
+
+    async def show(request: web.Request) -> web.Response:
+        team, user = request.match_info["team"], request.match_info["user"]
+        try:
+            return _json(await moderator.strike_report(team, user))
+        except StoreUnavailable:
+            raise ProxyError(503, "The store is unavailable.", type="server_error") from None
+
+    async def clear(request: web.Request) -> web.Response:
+        team, user = request.match_info["team"], request.match_info["user"]
+        try:
+            await moderator.clear_strikes(team, user)
+        except StoreUnavailable:
+            raise ProxyError(503, "The store is unavailable.", type="server_error") from None
+        return _json(await moderator.strike_report(team, user))
+
+    app.router.add_get("/admin/strikes/{team}/{user}", _guarded(token, show))
+    app.router.add_delete("/admin/strikes/{team}/{user}", _guarded(token, clear))

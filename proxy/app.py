@@ -11,7 +11,12 @@ from typing import BinaryIO
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from proxy.admin import AdminApi, add_admin_routes, add_cache_admin_routes
+from proxy.admin import (
+    AdminApi,
+    add_admin_routes,
+    add_cache_admin_routes,
+    add_strike_admin_routes,
+)
 from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
 from proxy.cache import CacheRoom, ResponseCache, cache_middleware, cache_ttls
 from proxy.cachestore import open_cache_backend
@@ -22,16 +27,19 @@ from proxy.errors import error_middleware
 from proxy.health import STORE, UPSTREAM, add_health_routes
 from proxy.keys import Clock, KeyService
 from proxy.log import build_logger, log_middleware
+from proxy.moderation import Moderator, moderation_middleware
 from proxy.permit import permit_middleware
 from proxy.policy import Policy, load_policy
 from proxy.route import BODY, route_middleware
 from proxy.settings import Settings
 from proxy.store import Store, open_store
+from proxy.strikes import open_strike_book
 from proxy.tenancy import Tenancy
 from proxy.upstream import Upstream
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 CACHE = web.AppKey("cache", ResponseCache)
+MODERATOR = web.AppKey("moderator", Moderator)
 
 
 def _resources(store: Store, upstream: Upstream) -> CleanupContext:
@@ -58,6 +66,7 @@ def _v1_handler(
     settings: Settings,
     authenticator: Authenticator,
     tenancy: Tenancy,
+    moderator: Moderator,
     cache: CacheRoom,
     upstream: Upstream,
 ) -> Handler:
@@ -74,6 +83,7 @@ def _v1_handler(
         ),
         permit_middleware(),
         enduser_middleware(tenancy),
+        moderation_middleware(moderator),
         cache_middleware(cache),
     ]
     return _chain(pipeline, forward)
@@ -109,7 +119,10 @@ def create_app(
     )
     app[CACHE] = cache.cache
     add_cache_admin_routes(app, cache.cache, tenancy, admin_token)
+    moderator = Moderator(policy.moderation, upstream, cache.cache, open_strike_book(store), clock)
+    app[MODERATOR] = moderator
+    add_strike_admin_routes(app, moderator, admin_token)
     authenticator = Authenticator(policy, tenancy, store, clock)
-    v1 = _v1_handler(settings, authenticator, tenancy, cache, upstream)
+    v1 = _v1_handler(settings, authenticator, tenancy, moderator, cache, upstream)
     app.router.add_route("*", "/v1/{tail:.*}", v1)
     return app

@@ -31,6 +31,7 @@ class Facts:
     known_id: str | None = None  # upstream's x-request-id, or Tollgate's once one was needed
     cache: str | None = None  # "hit", "miss" or "bypass" where the cache room took part
     upstream_says_no_store: bool = False  # Set-Cookie, or Cache-Control no-store/private
+    moderation: dict[str, object] | None = None  # verdict facts; never the prompt unless allowed
 
     @property
     def request_id(self) -> str:

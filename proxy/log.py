@@ -112,6 +112,7 @@ def _emit(
         upstream_status=facts.upstream_status,
         aborted=facts.aborted,
         cache=facts.cache,
+        moderation=facts.moderation,
         bytes_in=_bytes_in(request),
         bytes_out=_bytes_out(response),
         latency_ms=round((time.perf_counter() - facts.started) * 1000, 3),

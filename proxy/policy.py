@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.moderation_policy import ModerationPolicy
+
 
 class StaticKey(BaseModel):
     """A client key listed by its SHA-256 hash (`tollgate keys hash` prints one)."""
@@ -50,6 +52,7 @@ class Policy(BaseModel):
     teams: dict[str, Team] = Field(default_factory=lambda: {"default": Team()})
     users: dict[str, User] = Field(default_factory=dict)
     keys: tuple[StaticKey, ...] = ()
+    moderation: ModerationPolicy = ModerationPolicy()
 
     @field_validator("keys")
     @classmethod

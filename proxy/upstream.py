@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -85,6 +86,23 @@ class Upstream:
                 return True
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+    async def post_json(
+        self, credential: Credential, path: str, payload: object, time_limit: float
+    ) -> tuple[int, bytes]:
+        """A request of Tollgate's own (a moderation check, say): status and body.
+
+        Network failures and timeouts are raised as they are, for the caller to judge.
+        """
+        headers = {**credential.headers, "Content-Type": "application/json"}
+        async with self.session.post(
+            credential.origin + path,
+            data=orjson.dumps(payload),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=time_limit),
+            allow_redirects=False,
+        ) as up:
+            return up.status, await up.read()
 
     async def forward(
         self, request: web.Request, body: Body, facts: Facts, credential: Credential

@@ -111,26 +111,39 @@ async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeP
     """Start a Tollgate in front of the fake upstream, with settings overridden as asked."""
 
     async def make(
-        upstream_url: str | None = None, *, clock: Clock = time.time, **overrides: Any
+        upstream_url: str | None = None,
+        *,
+        clock: Clock = time.time,
+        policy: Policy | None = None,
+        **overrides: Any,
     ) -> Proxy:
         logs = io.BytesIO()
         settings = proxy_settings(upstream_url or upstream.url, **overrides)
-        app = create_app(settings, policy=policy_for_tests(), log_stream=logs, clock=clock)
+        policy = policy or policy_for_tests()
+        app = create_app(settings, policy=policy, log_stream=logs, clock=clock)
         return Proxy(await aiohttp_server(app), logs)
 
     return make
 
 
-ProxyBefore = Callable[[web.Application], Awaitable[Proxy]]
+ProxyBefore = Callable[..., Awaitable[Proxy]]
+
+
+def without_moderation(policy: Policy) -> Policy:
+    """The same policy with moderation off: for upstreams that answer no moderation checks."""
+    moderation = policy.moderation.model_copy(update={"enabled": False})
+    return policy.model_copy(update={"moderation": moderation})
 
 
 @pytest.fixture
 def proxy_before(aiohttp_server: AiohttpServer, make_proxy: MakeProxy) -> ProxyBefore:
-    """Start a test's own upstream app, and a Tollgate in front of it."""
+    """Start a test's own upstream app, and a Tollgate in front of it (no moderation checks:
+    the test's app only answers what the test is about)."""
 
-    async def start(app: web.Application) -> Proxy:
+    async def start(app: web.Application, **overrides: Any) -> Proxy:
         origin = await aiohttp_server(app)
-        return await make_proxy(str(origin.make_url("")).rstrip("/"))
+        policy = without_moderation(policy_for_tests())
+        return await make_proxy(str(origin.make_url("")).rstrip("/"), policy=policy, **overrides)
 
     return start
 
