@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiohttp import web
 from pydantic import ValidationError
 
 from proxy.app import create_app
@@ -20,6 +19,7 @@ from proxy.policy import Policy, load_policy
 from proxy.settings import Settings
 from proxy.store import open_store
 from proxy.tenancy import TenancyError
+from proxy.workers import WorkerError, check_workers, serve_many, serve_one
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -34,20 +34,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    app = create_app(settings)
+    try:
+        check_workers(settings, args.workers)
+    except WorkerError as problem:
+        print(f"tollgate: {problem}", file=sys.stderr)
+        return 2
     for warning in _start_warnings(settings):
         print(f"tollgate: warning: {warning}", file=sys.stderr)
-    print(f"tollgate listening on http://{settings.host}:{settings.port}", file=sys.stderr)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        handler_cancellation=True,
-        loop=_event_loop(),
-    )
-    return 0
+    where = f"http://{settings.host}:{settings.port}"
+    print(f"tollgate listening on {where} with {args.workers} worker(s)", file=sys.stderr)
+    if args.workers == 1:
+        serve_one(settings, create_app)
+        return 0
+    return serve_many(settings, create_app, args.workers)
 
 
 def _start_warnings(settings: Settings) -> list[str]:
@@ -58,15 +57,6 @@ def _start_warnings(settings: Settings) -> list[str]:
     if not load_policy(settings.config_file).keys:
         warnings.append("no client keys configured (--config): every request will get 401")
     return warnings
-
-
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed, the standard loop elsewhere."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def _keys_hash(args: argparse.Namespace) -> int:
@@ -191,6 +181,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--port", type=int)
         command.add_argument("--config", dest="config_file", type=Path)
         command.set_defaults(run=run)
+    commands.choices["serve"].add_argument(
+        "--workers", type=int, default=1, help="processes on one port (needs the redis store)"
+    )
     keys = commands.add_parser("keys").add_subparsers(dest="keys_command", required=True)
     hashing = keys.add_parser("hash", help="print the sha256 of a key (argument or stdin)")
     hashing.add_argument("key", nargs="?")

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     config_file: Path | None = None
     passthrough: bool = True
     max_request_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    shutdown_grace: float = Field(default=30.0, ge=0)
     store: Literal["memory", "redis"] = "memory"
     upstream: UpstreamSettings = UpstreamSettings()
     credentials: dict[str, CredentialSettings] = Field(default_factory=dict)
@@ -90,3 +91,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     data_file: Path | None = Path("data/tollgate-keys.json")
     pseudonym_secret: SecretStr | None = None
+
+    @field_validator("data_file", "config_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """An empty TOLLGATE_DATA_FILE or TOLLGATE_CONFIG_FILE means none, not the cwd."""
+        return None if value == "" else value

@@ -1,0 +1,96 @@
+"""Serving: one process, or a pre-fork master keeping N worker processes on one port.
+
+Each worker is a whole Tollgate (its own event loop, upstream pool and store client) bound
+with SO_REUSEPORT, so the kernel spreads connections across them. The master opens nothing
+itself: it forks the workers, forwards SIGTERM and SIGINT to them, and waits. A worker that is
+told to stop closes its listener, lets the requests in flight (streams included) finish
+within the grace period, and exits; the master exits 0 once every worker has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+
+from aiohttp import web
+
+from proxy.settings import Settings
+
+AppFactory = Callable[[Settings], web.Application]
+
+
+class WorkerError(RuntimeError):
+    """The settings do not allow the number of workers asked for."""
+
+
+def check_workers(settings: Settings, workers: int) -> None:
+    """More than one worker needs a shared store: per-process counts would not add up."""
+    if workers < 1:
+        raise WorkerError("--workers must be at least 1")
+    if workers > 1 and settings.store == "memory":
+        raise WorkerError(
+            "--workers above 1 needs TOLLGATE_STORE=redis: with the memory store each worker "
+            "would keep its own keys, quotas and cache"
+        )
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed, the standard loop elsewhere."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def serve_one(settings: Settings, factory: AppFactory, *, reuse_port: bool = False) -> None:
+    """Run one Tollgate in this process until SIGTERM or SIGINT, then stop gracefully."""
+    web.run_app(
+        factory(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+        reuse_port=reuse_port or None,
+        shutdown_timeout=settings.shutdown_grace,
+        loop=_event_loop(),
+    )
+
+
+def _start_worker(settings: Settings, factory: AppFactory) -> int:
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 0
+        try:
+            serve_one(settings, factory, reuse_port=True)
+        except BaseException:  # pragma: no cover - reported by the master as a failed worker
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def serve_many(settings: Settings, factory: AppFactory, workers: int) -> int:
+    """Fork `workers` processes on one port; forward stop signals; 0 when all stopped cleanly."""
+    children = [_start_worker(settings, factory) for _ in range(workers)]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = 0
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            failed += 1
+    if failed:
+        print(f"tollgate: {failed} worker(s) did not stop cleanly", file=sys.stderr)
+    return 1 if failed else 0
