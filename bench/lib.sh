@@ -163,25 +163,30 @@ check_http() {
   fi
 }
 
-# wrk_run LABEL OUT URL SCRIPT: a warm-up of WARMUP, then DURATION measured into OUT
-# (wrk --latency output). wrk runs on the wrk core, each run bounded by `timeout`.
+# wrk_run LABEL OUT URL SCRIPT [HOOK...]: a warm-up of WARMUP, then DURATION measured into OUT
+# (wrk --latency output); HOOK, a command, runs between the two (to read counters the
+# measured run starts from). wrk runs on the wrk core, each run bounded by `timeout`.
 wrk_run() {
   local label=$1 out=$2 url=$3 script=$4
+  shift 4
   echo "  $label: warm-up $WARMUP, then $DURATION" >&2
   timeout 60 ${PIN_WRK[@]+"${PIN_WRK[@]}"} "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" \
     -s "$script" "$url" >/dev/null
+  if (( $# )); then "$@"; fi
   timeout "$WRK_LIMIT" ${PIN_WRK[@]+"${PIN_WRK[@]}"} "$WRK" -t"$THREADS" -c"$CONNECTIONS" \
     -d"$DURATION" --latency -s "$script" "$url" >"$out"
 }
 
 # --- nginx --------------------------------------------------------------------------------
 
-# nginx_conf DIR SERVERS: a whole nginx.conf for one worker with its pid, log and temp files
-# in DIR, no access log, long keep-alive, and the http-level lines SERVERS.
+# nginx_conf DIR SERVERS [MAIN]: a whole nginx.conf for one worker with its pid, log and temp
+# files in DIR, no access log, long keep-alive, and the http-level lines SERVERS (MAIN: more
+# main-context lines).
 nginx_conf() {
-  local dir=$1 servers=$2
+  local dir=$1 servers=$2 main=${3:+$3
+}
   cat <<EOF
-worker_processes 1;
+${main}worker_processes 1;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
