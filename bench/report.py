@@ -78,16 +78,21 @@ def parse_wrk(text: str, check: str) -> Run:
     )
 
 
+def load_run(raw: Path, stem: str) -> Run:
+    """The run saved in `raw` as `<stem>.txt` and `<stem>.check`; missing files count as empty."""
+    out, check = raw / f"{stem}.txt", raw / f"{stem}.check"
+    text = out.read_text(encoding="utf-8") if out.exists() else ""
+    status = check.read_text(encoding="utf-8").strip() if check.exists() else "missing"
+    return parse_wrk(text, status or "none")
+
+
 def load_runs(raw: Path) -> dict[tuple[str, str], Run]:
     """Every (path, request) run found in `raw`; a missing output counts as an empty run."""
-    runs = {}
-    for path in PATHS:
-        for request in REQUESTS:
-            out, check = raw / f"{path}-{request}.txt", raw / f"{path}-{request}.check"
-            text = out.read_text(encoding="utf-8") if out.exists() else ""
-            status = check.read_text(encoding="utf-8").strip() if check.exists() else "missing"
-            runs[path, request] = parse_wrk(text, status or "none")
-    return runs
+    return {
+        (path, request): load_run(raw, f"{path}-{request}")
+        for path in PATHS
+        for request in REQUESTS
+    }
 
 
 def load_meta(meta: Path) -> list[tuple[str, str]]:
@@ -100,17 +105,53 @@ def load_meta(meta: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def _ratio(top: float, bottom: float) -> str:
+def ratio(top: float, bottom: float) -> str:
+    """`top / bottom` as `1.23x`, or n/a when there is nothing to divide by."""
     return f"{top / bottom:.2f}x" if bottom > 0 else "n/a"
 
 
-def _latency(run: Run) -> str:
+def latency(run: Run) -> str:
+    """p50 / p99 in ms."""
     return f"{run.p50_ms:.2f} / {run.p99_ms:.2f}"
 
 
-def _rps(run: Run) -> str:
+def rps(run: Run) -> str:
+    """Requests/second, flagged with ⚠ when the run had problems."""
     flag = " ⚠" if run.problems else ""
     return f"{run.rps:,.0f}{flag}"
+
+
+def meta_section(title: str, meta: list[tuple[str, str]]) -> list[str]:
+    """The report's title (with the date) and its table of machine and parameters."""
+    date = dict(meta).get("date", "")
+    lines = [f"# {title}, {date}", "", "## Machine and parameters", ""]
+    lines += ["| | |", "| --- | --- |"]
+    lines += [f"| {key} | {value} |" for key, value in meta]
+    return lines
+
+
+def problems_section(problems: list[str], raw_dir: Path, clean: str) -> list[str]:
+    """The Problems section: `problems` (Markdown list items) with every `curl -sv` trace kept
+    in `raw_dir`, or `clean` when there are none."""
+    lines = ["", "## Problems", ""]
+    if not problems:
+        return [*lines, clean]
+    lines += ["**⚠ SOME RUNS HAD ERRORS: THEIR NUMBERS ARE NOT VALID.**", "", *problems]
+    for trace in sorted(raw_dir.glob("*.curl")):
+        text = trace.read_text(encoding="utf-8").rstrip()
+        lines += ["", f"`curl -sv` for {trace.stem}:", "", "```", text, "```"]
+    return lines
+
+
+def raw_section(raw_dir: Path, runs: list[tuple[str, str]]) -> list[str]:
+    """The wrk outputs `<stem>.txt` of `runs` (stem, heading), folded away."""
+    lines = ["", "<details><summary>Raw wrk output</summary>", ""]
+    for stem, heading in runs:
+        out = raw_dir / f"{stem}.txt"
+        text = out.read_text(encoding="utf-8").rstrip() if out.exists() else "(missing)"
+        lines += [f"### {heading}", "", "```", text, "```", ""]
+    lines.append("</details>")
+    return lines
 
 
 def render(
@@ -120,10 +161,7 @@ def render(
     with_raw: bool = False,
 ) -> str:
     """The report as Markdown; `with_raw` appends the wrk outputs found in `raw_dir`."""
-    title = dict(meta).get("date", "")
-    lines = [f"# Tollgate passthrough benchmark, {title}", "", "## Machine and parameters", ""]
-    lines += ["| | |", "| --- | --- |"]
-    lines += [f"| {key} | {value} |" for key, value in meta]
+    lines = meta_section("Tollgate passthrough benchmark", meta)
     lines += [
         "",
         "## Results",
@@ -138,9 +176,9 @@ def render(
     for request, label in REQUESTS.items():
         direct, floor, toll = (runs[path, request] for path in PATHS)
         lines.append(
-            f"| `{label}` | {_rps(direct)} | {_rps(floor)} | {_rps(toll)} "
-            f"| {_ratio(floor.rps, direct.rps)} | **{_ratio(toll.rps, floor.rps)}** "
-            f"| {_latency(direct)} | {_latency(floor)} | {_latency(toll)} |"
+            f"| `{label}` | {rps(direct)} | {rps(floor)} | {rps(toll)} "
+            f"| {ratio(floor.rps, direct.rps)} | **{ratio(toll.rps, floor.rps)}** "
+            f"| {latency(direct)} | {latency(floor)} | {latency(toll)} |"
         )
         share = toll.rps / floor.rps if floor.rps > 0 else 0.0
         verdict = "meets the target" if share >= TARGET else "MISSES the target"
@@ -154,23 +192,14 @@ def render(
         for (path, request), run in runs.items()
         if run.problems
     ]
-    lines += ["", "## Problems", ""]
-    if problems:
-        lines += ["**⚠ SOME RUNS HAD ERRORS: THEIR NUMBERS ARE NOT VALID.**", "", *problems]
-        for trace in sorted(raw_dir.glob("*.curl")):
-            text = trace.read_text(encoding="utf-8").rstrip()
-            lines += ["", f"`curl -sv` for {trace.stem}:", "", "```", text, "```"]
-    else:
-        lines.append("None: every curl check returned 200 and wrk saw no non-2xx or socket errors.")
-    if not with_raw:
-        return "\n".join(lines) + "\n"
-    lines += ["", "<details><summary>Raw wrk output</summary>", ""]
-    for path in PATHS:
-        for request in REQUESTS:
-            out = raw_dir / f"{path}-{request}.txt"
-            text = out.read_text(encoding="utf-8").rstrip() if out.exists() else "(missing)"
-            lines += [f"### {path} {REQUESTS[request]}", "", "```", text, "```", ""]
-    lines.append("</details>")
+    lines += problems_section(
+        problems,
+        raw_dir,
+        "None: every curl check returned 200 and wrk saw no non-2xx or socket errors.",
+    )
+    if with_raw:
+        stems = [(f"{p}-{r}", f"{p} {label}") for p in PATHS for r, label in REQUESTS.items()]
+        lines += raw_section(raw_dir, stems)
     return "\n".join(lines) + "\n"
 
 
