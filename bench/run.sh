@@ -71,7 +71,7 @@ start_canned_upstream
 
 # --- machine and parameters ---------------------------------------------------------------
 write_meta "$TMP/meta.txt" "per request and path"
-echo "tollgate env=TOLLGATE_LOG__FORMAT=json (stdout to /dev/null), store memory, config bench/tollgate.bench.yaml" \
+echo "tollgate env=TOLLGATE_LOG__FORMAT=json (stdout to /dev/null), TOLLGATE_CACHE__ENABLED=false (pass-through), store memory, config bench/tollgate.bench.yaml (moderation off)" \
   >>"$TMP/meta.txt"
 
 echo "direct: nginx on $UPSTREAM" >&2
@@ -91,7 +91,7 @@ stop_server "$FLOOR_PID"
 TOLLGATE_PORT=$(free_port)
 spawn /dev/null "$TMP/tollgate.log" \
   env TOLLGATE_UPSTREAM__BASE_URL="$UPSTREAM" TOLLGATE_UPSTREAM__API_KEY=sk-bench \
-  TOLLGATE_LOG__FORMAT=json \
+  TOLLGATE_LOG__FORMAT=json TOLLGATE_CACHE__ENABLED=false \
   "$TOLLGATE" serve --host 127.0.0.1 --port "$TOLLGATE_PORT" --config bench/tollgate.bench.yaml
 TOLLGATE_PID=$SPAWNED
 wait_http "http://127.0.0.1:$TOLLGATE_PORT/healthz" "$TOLLGATE_PID" tollgate "$TMP/tollgate.log"
