@@ -8,15 +8,12 @@ the same in tests; Redis also gets a real TTL so abandoned entries disappear by 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from proxy.store import StoreUnavailable
+from proxy.store.redis import RedisStore, guarded
 
-T = TypeVar("T")
 PREFIX = "tg:cache:"
 
 
@@ -101,27 +98,21 @@ class RedisCache:
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await operation()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
-
     async def get(self, key: str) -> bytes | None:
         """One GET."""
-        value = await self._call(lambda: self._client.get(key))
+        value = await guarded(lambda: self._client.get(key))
         if value is None or isinstance(value, bytes):
             return value
         return value.encode()
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         """One SET with a TTL in milliseconds."""
-        await self._call(lambda: self._client.set(key, value, px=max(1, int(ttl * 1000))))
+        await guarded(lambda: self._client.set(key, value, px=max(1, int(ttl * 1000))))
 
     async def delete(self, keys: list[str]) -> None:
         """One DEL (keys of one scope share a hash tag, so this works on Cluster too)."""
         if keys:
-            await self._call(lambda: self._client.delete(*keys))
+            await guarded(lambda: self._client.delete(*keys))
 
     async def flush(self, prefix: str) -> int:
         """SCAN for the prefix and delete what it finds."""
@@ -132,24 +123,22 @@ class RedisCache:
                 await self._client.delete(*doomed[start : start + 500])
             return len(doomed)
 
-        return await self._call(scan_and_delete)
+        return await guarded(scan_and_delete)
 
     async def lock(self, key: str, ttl: float) -> bool:
         """SET NX PX: true for the one replica that gets it."""
-        taken = await self._call(
+        taken = await guarded(
             lambda: self._client.set(key, b"1", nx=True, px=max(1, int(ttl * 1000)))
         )
         return bool(taken)
 
     async def unlock(self, key: str) -> None:
         """DEL the lock."""
-        await self._call(lambda: self._client.delete(key))
+        await guarded(lambda: self._client.delete(key))
 
 
 def open_cache_backend(max_bytes: int, store: object) -> CacheBackend:
     """Redis when the store is Redis (sharing its pool), else a bounded in-process LRU."""
-    from proxy.store.redis import RedisStore
-
     if isinstance(store, RedisStore):
         return RedisCache(store.client)
     return MemoryCache(max_bytes)

@@ -7,15 +7,12 @@ backends and in tests. In Redis a user's strikes are one sorted set scored by ti
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from proxy.store import StoreUnavailable
+from proxy.store.redis import RedisStore, guarded
 
-T = TypeVar("T")
 PREFIX = "tg:strikes:"
 
 
@@ -63,12 +60,6 @@ class RedisStrikes:
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await operation()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
-
     async def add(self, who: str, now: float, window: float) -> list[float]:
         """ZADD, prune and read back in one transaction."""
         key = PREFIX + who
@@ -82,7 +73,7 @@ class RedisStrikes:
                 answers = await pipe.execute()
             return [float(score) for _, score in answers[2]]
 
-        return await self._call(run)
+        return await guarded(run)
 
     async def recent(self, who: str, now: float, window: float) -> list[float]:
         """The strike times still in the window."""
@@ -93,17 +84,15 @@ class RedisStrikes:
             found = cast("list[tuple[bytes, float]]", answer)  # withscores=True: (member, score)
             return [float(score) for _, score in found if float(score) > now - window]
 
-        return await self._call(run)
+        return await guarded(run)
 
     async def clear(self, who: str) -> None:
         """DEL the user's set."""
-        await self._call(lambda: self._client.delete(PREFIX + who))
+        await guarded(lambda: self._client.delete(PREFIX + who))
 
 
 def open_strike_book(store: object) -> StrikeBook:
     """Redis when the store is Redis (sharing its pool), else this process's memory."""
-    from proxy.store.redis import RedisStore
-
     if isinstance(store, RedisStore):
         return RedisStrikes(store.client)
     return MemoryStrikes()

@@ -161,6 +161,14 @@ def _image_upstream(moderation: web.Response | None, delay: float = 0.0) -> web.
     return app
 
 
+async def _in_front_of(
+    app: web.Application, server: AiohttpServer, make_proxy: MakeProxy, policy: Policy
+) -> Proxy:
+    """A Tollgate with `policy` in front of the test's own upstream `app`."""
+    origin = await server(app)
+    return await make_proxy(str(origin.make_url("")).rstrip("/"), policy=policy)
+
+
 FAILURES = [
     pytest.param(web.json_response({"error": {}}, status=500), 0.0, id="5xx"),
     pytest.param(web.json_response({"error": {}}, status=429), 0.0, id="429"),
@@ -178,9 +186,7 @@ async def test_moderation_failure_fails_closed_by_default(
 ) -> None:
     """When moderation fails, the image request is refused with 503 and never sent."""
     app = _image_upstream(answer, delay)
-    origin = await aiohttp_server(app)
-    policy = moderated(timeout=0.2)
-    proxy = await make_proxy(str(origin.make_url("")).rstrip("/"), policy=policy)
+    proxy = await _in_front_of(app, aiohttp_server, make_proxy, moderated(timeout=0.2))
     client = sdk_for(proxy)
     with pytest.raises(openai.InternalServerError) as refused:
         await client.images.generate(prompt="an otter")
@@ -199,9 +205,8 @@ async def test_moderation_failure_can_fail_open(
 ) -> None:
     """With fail_open, the image request goes through and the log says it was unchecked."""
     app = _image_upstream(answer, delay)
-    origin = await aiohttp_server(app)
     policy = moderated(timeout=0.2, failure="fail_open")
-    proxy = await make_proxy(str(origin.make_url("")).rstrip("/"), policy=policy)
+    proxy = await _in_front_of(app, aiohttp_server, make_proxy, policy)
     client = sdk_for(proxy)
     await client.images.generate(prompt="an otter")
     await client.close()

@@ -20,6 +20,15 @@ from proxy.store import StoreUnavailable
 
 T = TypeVar("T")
 
+
+async def guarded(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run one Redis operation; any failure is `StoreUnavailable`, never a credential."""
+    try:
+        return await operation()
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
+
+
 BY_ID = "tg:{tg-keys}:id:"
 BY_HASH = "tg:{tg-keys}:hash:"
 
@@ -41,23 +50,16 @@ class RedisStore:
         """The shared client and pool, for other rooms that keep state in this Redis."""
         return self._client
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis operation; any failure is `StoreUnavailable`, never a credential."""
-        try:
-            return await operation()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
-
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless Redis answers PING in time."""
-        await self._call(self._client.ping)
+        await guarded(self._client.ping)
 
     async def close(self) -> None:
         """Close the pool's connections."""
         await self._client.aclose()
 
     async def _record(self, key: str) -> KeyRecord | None:
-        raw = await self._call(lambda: self._client.get(key))
+        raw = await guarded(lambda: self._client.get(key))
         return None if raw is None else KeyRecord.model_validate_json(raw)
 
     async def key_by_hash(self, digest: str) -> KeyRecord | None:
@@ -75,7 +77,7 @@ class RedisStore:
             names = [name async for name in self._client.scan_iter(match=BY_ID + "*")]
             return list(await self._client.mget(names)) if names else []
 
-        return [KeyRecord.model_validate_json(raw) for raw in await self._call(scan) if raw]
+        return [KeyRecord.model_validate_json(raw) for raw in await guarded(scan) if raw]
 
     async def save_key(self, record: KeyRecord, previous_hash: str | None = None) -> None:
         """Write both sides of the record in one MULTI."""
@@ -92,4 +94,4 @@ class RedisStore:
                     pipe.delete(BY_HASH + record.hash)
                 await pipe.execute()
 
-        await self._call(write)
+        await guarded(write)
