@@ -9,6 +9,10 @@ from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+# How much of a documented request is checked before it is sent (README, "Validation").
+ValidationMode = Literal["strict", "documented", "off"]
+
+
 class UpstreamSettings(BaseModel):
     """Where requests go and with which central credential."""
 
@@ -78,3 +82,4 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     data_file: Path | None = Path("data/tollgate-keys.json")
     pseudonym_secret: SecretStr | None = None
+    validation: ValidationMode = "documented"
