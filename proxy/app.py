@@ -27,6 +27,7 @@ from proxy.settings import Settings
 from proxy.store import Store, open_store
 from proxy.tenancy import Tenancy
 from proxy.upstream import Upstream
+from proxy.validate import validate_middleware
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -54,7 +55,8 @@ def _chain(stages: list[Middleware], handler: Handler) -> Handler:
 def _v1_handler(
     settings: Settings, authenticator: Authenticator, tenancy: Tenancy, upstream: Upstream
 ) -> Handler:
-    """Every `/v1` request, in order: who, what, may they, on whose behalf, then upstream."""
+    """Every `/v1` request, in order: who, what, is it well formed, may they, on whose behalf,
+    then upstream."""
 
     async def forward(request: web.Request) -> web.StreamResponse:
         credential = request[PRINCIPAL].credential
@@ -63,8 +65,12 @@ def _v1_handler(
     pipeline = [
         auth_middleware(authenticator),
         route_middleware(
-            EndpointTable(), passthrough=settings.passthrough, limit=settings.max_request_bytes
+            EndpointTable(),
+            passthrough=settings.passthrough,
+            limit=settings.max_request_bytes,
+            hold_forms=settings.validation != "off",
         ),
+        validate_middleware(settings.validation),
         permit_middleware(),
         enduser_middleware(tenancy),
     ]

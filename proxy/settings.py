@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 # How much of a documented request is checked before it is sent (README, "Validation").
 ValidationMode = Literal["strict", "documented", "off"]
 

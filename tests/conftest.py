@@ -121,16 +121,16 @@ async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeP
     return make
 
 
-ProxyBefore = Callable[[web.Application], Awaitable[Proxy]]
+ProxyBefore = Callable[..., Awaitable[Proxy]]
 
 
 @pytest.fixture
 def proxy_before(aiohttp_server: AiohttpServer, make_proxy: MakeProxy) -> ProxyBefore:
-    """Start a test's own upstream app, and a Tollgate in front of it."""
+    """Start a test's own upstream app, and a Tollgate in front of it (settings overridable)."""
 
-    async def start(app: web.Application) -> Proxy:
+    async def start(app: web.Application, **overrides: Any) -> Proxy:
         origin = await aiohttp_server(app)
-        return await make_proxy(str(origin.make_url("")).rstrip("/"))
+        return await make_proxy(str(origin.make_url("")).rstrip("/"), **overrides)
 
     return start
 
