@@ -7,6 +7,7 @@ split into parts from those offsets (`split_form`), reading only part headers an
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ def split_form(read: Read, delimiters: Delimiters) -> Form:
     fields: dict[str, str] = {}
     files: list[FormFile] = []
     width = len(delimiters.delimiter)
-    for at, end in zip(delimiters.found, delimiters.found[1:], strict=False):
+    for at, end in itertools.pairwise(delimiters.found):
         part = _held_part(read, at + width, end)
         if part is None:
             continue

@@ -8,17 +8,16 @@ Expected a value <= 10, but got 11 instead.". Where a field accepts one of sever
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from proxy.errors import InvalidRequest
-from proxy.schemas import UploadedFile
+from proxy.schemas import Request, UploadedFile
+from proxy.schemas.base import Part
 
-_FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 _EXPECTED: Mapping[str, str] = MappingProxyType(
     {
@@ -57,12 +56,35 @@ def _kind(value: object) -> str:
     return next((name for kind, name in _KINDS if isinstance(value, kind)), "a value")
 
 
+def _model_names(roots: tuple[type[BaseModel], ...]) -> frozenset[str]:
+    """The class names of every schema model: pydantic's tags for their union branches."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        model = todo.pop()
+        seen.add(model.__name__)
+        todo.extend(model.__subclasses__())
+    return frozenset(seen)
+
+
+_BRANCH_TAGS = _model_names((Request, Part))
+
+
+def _is_tag(part: str) -> bool:
+    """pydantic names a union's branch in the location: `str`, `list[str]`, `Tool`, ..."""
+    return "[" in part or part in _TYPE_NAMES or part in _BRANCH_TAGS
+
+
 def _path(error: ErrorDetails) -> tuple[str | int, ...]:
-    """The field's location without pydantic's union branch tags (`str`, `list[str]`, `Tool`)."""
+    """The field's location without pydantic's union branch tags (an unknown key is kept)."""
+    loc = error["loc"]
+    last = len(loc) - 1
     kept = tuple(
         part
-        for part in error["loc"]
-        if isinstance(part, int) or (_FIELD.match(part) and part not in _TYPE_NAMES)
+        for at, part in enumerate(loc)
+        if isinstance(part, int)
+        or not _is_tag(part)
+        or (at == last and error["type"] == "extra_forbidden")
     )
     extra = (error.get("ctx") or {}).get("field")
     return (*kept, extra) if isinstance(extra, str) else kept
