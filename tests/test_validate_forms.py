@@ -195,22 +195,41 @@ async def test_documented_leaves_gpt_image_files_to_upstream(
 
 
 @pytest.mark.parametrize(
-    ("image", "param", "words"),
+    ("image", "options", "param", "words"),
     [
-        (JPEG, "image", "must be a valid PNG"),
-        (png_of(8, 4), "image", "must be square"),
-        (big_png(4 * 1024 * 1024), "image", "less than 4 MB"),
+        (JPEG, {}, "image", "must be a valid PNG"),
+        (png_of(8, 4), {}, "image", "must be square"),
+        (big_png(4 * 1024 * 1024), {}, "image", "less than 4 MB"),
+        (png(2), {"n": 11}, "n", "Expected a value <= 10, but got 11 instead."),
+        (png(2), {"size": "1792x1024"}, "size", "'256x256', '512x512', and '1024x1024'"),
+        (png(2), {"model": "dall-e-3"}, "model", "Only dall-e-2 is supported"),
     ],
-    ids=["not-png", "square", "4-mb"],
+    ids=["not-png", "square", "4-mb", "n-range", "sizes", "dall-e-2-only"],
 )
 async def test_image_variation_constraints(
-    sdk: openai.AsyncOpenAI, upstream: Upstream, image: bytes, param: str, words: str
+    sdk: openai.AsyncOpenAI,
+    upstream: Upstream,
+    image: bytes,
+    options: dict[str, str | int],
+    param: str,
+    words: str,
 ) -> None:
-    """A variation's image must be a square PNG under 4 MB."""
+    """A variation's image must be a square PNG under 4 MB; n, size and model as documented."""
     with deprecated(), pytest.raises(openai.BadRequestError) as raised:
-        await sdk.images.create_variation(image=("o.png", image, "image/png"))
+        await sdk.images.create_variation(image=("o.png", image, "image/png"), extra_body=options)
     assert raised.value.param == param
     assert words in raised.value.message
+    assert upstream.state.received == []
+
+
+async def test_an_edit_needs_a_prompt(proxy: Proxy, upstream: Upstream) -> None:
+    """A form without `prompt` is missing a required parameter, whatever its image."""
+    status, answer = await post_form(proxy, "/v1/images/edits", form(("image", png(2), "o.png")))
+    assert (status, answer["param"], answer["code"]) == (
+        400,
+        "prompt",
+        "missing_required_parameter",
+    )
     assert upstream.state.received == []
 
 
