@@ -1,5 +1,6 @@
 """Property tests over the request models: what the reference allows passes, and what it
-forbids is refused with the right `param`, whatever the rest of the request holds."""
+forbids is refused with the right `param`, whatever the rest of the request holds.
+"""
 
 from __future__ import annotations
 

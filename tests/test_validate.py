@@ -1,5 +1,6 @@
 """The validate room: documented requests that break their reference get OpenAI's 400 and cost
-nothing upstream; valid ones pass untouched; the setting chooses how much is checked."""
+nothing upstream; valid ones pass untouched; the setting chooses how much is checked.
+"""
 
 from __future__ import annotations
 
@@ -230,8 +231,7 @@ async def test_documented_constraints_are_refused_before_upstream(
     param: str | None,
     words: str,
 ) -> None:
-    """A request breaking a documented constraint is OpenAI's 400 naming the field; upstream
-    receives nothing."""
+    """A documented constraint broken: OpenAI's 400 naming the field, and nothing upstream."""
     status, answer = await post_json(proxy, path, body)
     error = openai_error(answer)
     assert status == 400
@@ -361,8 +361,7 @@ async def test_the_sdk_raises_bad_request_with_the_param(
 
 
 async def test_validation_comes_before_the_key_permits(proxy: Proxy, upstream: Upstream) -> None:
-    """Validation runs right after routing: a malformed request is a 400 even for a model the
-    key may not use (which would be a 403 if it were well formed)."""
+    """Validation runs before permits: malformed is 400 even for a model the key may not use."""
     record = await issue(proxy, user="alice", allowed_models=["dall-e-2"])
     client = openai.AsyncOpenAI(base_url=proxy.url("/v1"), api_key=record["key"], max_retries=0)
     with pytest.raises(openai.BadRequestError) as malformed:

@@ -1,5 +1,6 @@
 """Validating multipart forms: image files are checked from a held (spooled) form before a
-byte goes upstream, then sent whole with their length; upload parts still stream."""
+byte goes upstream, then sent whole with their length; upload parts still stream.
+"""
 
 from __future__ import annotations
 
@@ -258,8 +259,7 @@ async def test_a_held_edit_still_gets_exactly_one_user(
 async def test_a_large_held_form_is_sent_whole_with_its_length(
     proxy: Proxy, upstream: Upstream
 ) -> None:
-    """A form past the 1 MiB in-memory spool (so on disk), sent chunked, reaches upstream
-    byte for byte with a Content-Length, plus only the `user` part."""
+    """A chunked form past the 1 MiB memory spool reaches upstream whole, with its length."""
     body = form(("prompt", b"otter", None), ("image", big_png(3 * 1024 * 1024), "o.png"))
 
     async def chunked() -> AsyncIterator[bytes]:

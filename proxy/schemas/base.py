@@ -24,7 +24,7 @@ METADATA_VALUE = 512
 class Request(BaseModel):
     """A documented request body; fields the reference does not list pass untouched."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     def check(self, mode: ValidationMode) -> None:
         """Rules beyond the schema (those that depend on the model); raise `InvalidRequest`."""
