@@ -4,6 +4,7 @@ byte goes upstream, then sent whole with their length; upload parts still stream
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -275,6 +276,7 @@ async def test_a_large_held_form_is_sent_whole_with_its_length(
     assert seen.body[: -len(body)].startswith(b'--b\r\nContent-Disposition: form-data; name="user"')
     assert seen.headers["Content-Length"] == str(len(seen.body))
     assert "Transfer-Encoding" not in seen.headers
+    assert json.loads(proxy.log_lines()[-1])["bytes_in"] == len(body)
 
 
 async def test_a_held_form_over_the_limit_is_a_413_and_sends_nothing(
