@@ -103,6 +103,20 @@ REFUSALS = [
     # moderations.create
     ("input-required", "/v1/moderations", {}, "input", "Missing required parameter: 'input'."),
     ("input-type", "/v1/moderations", {"input": 5}, "input", "expected one of a string or an"),
+    (
+        "input-part-field",
+        "/v1/moderations",
+        {"input": [{"type": "text"}]},
+        "input[0].text",
+        "Missing required parameter: 'input[0].text'.",
+    ),
+    (
+        "input-part-type",
+        "/v1/moderations",
+        {"input": [{"type": "video", "video": "x"}]},
+        "input[0].type",
+        "Supported values are: 'image_url' and 'text'.",
+    ),
     # assistants
     ("model-required", ASST, {"name": "x"}, "model", "Missing required parameter: 'model'."),
     (
@@ -130,6 +144,27 @@ REFUSALS = [
         {"model": "m", "tools": [{"type": "function"}]},
         "tools[0].function",
         "Missing required parameter: 'tools[0].function'.",
+    ),
+    (
+        "function-name-pattern",
+        ASST,
+        {"model": "m", "tools": [{"type": "function", "function": {"name": "get weather"}}]},
+        "tools[0].function.name",
+        "string does not match pattern",
+    ),
+    (
+        "function-name-64",
+        ASST,
+        {"model": "m", "tools": [{"type": "function", "function": {"name": "f" * 65}}]},
+        "tools[0].function.name",
+        "maximum length 64",
+    ),
+    (
+        "file-search-results-1-50",
+        ASST,
+        {"model": "m", "tools": [{"type": "file_search", "file_search": {"max_num_results": 51}}]},
+        "tools[0].file_search.max_num_results",
+        "Expected a value <= 50, but got 51 instead.",
     ),
     (
         "temperature-0-2",
@@ -171,6 +206,21 @@ REFUSALS = [
         "Invalid value: 'system'. Supported values are: 'user' and 'assistant'.",
     ),
     ("content-required", MSG, {"role": "user"}, "content", "Missing required parameter"),
+    ("content-not-empty", MSG, {"role": "user", "content": []}, "content", "empty array"),
+    (
+        "content-part-field",
+        MSG,
+        {"role": "user", "content": [{"type": "image_file"}]},
+        "content[0].image_file",
+        "Missing required parameter: 'content[0].image_file'.",
+    ),
+    (
+        "attachment-tools",
+        MSG,
+        {"role": "user", "content": "x", "attachments": [{"file_id": "f", "tools": [FUNCTION]}]},
+        "attachments[0].tools[0].type",
+        "Supported values are: 'code_interpreter' and 'file_search'.",
+    ),
     ("message-closed", MSG, {"role": "user", "content": "x", "name": "a"}, "name", "Unknown"),
     (
         "message-metadata",
@@ -187,6 +237,20 @@ REFUSALS = [
     ("run-top-p", RUN, {"assistant_id": "a", "top_p": 1.5}, "top_p", "<= 1"),
     ("max-prompt-tokens-256", RUN, {"assistant_id": "a", "max_prompt_tokens": 255}, None, ">= 256"),
     ("max-completion-tokens-256", RUN, {"assistant_id": "a", "max_completion_tokens": 1}, None, ""),
+    (
+        "truncation-strategy-type",
+        RUN,
+        {"assistant_id": "a", "truncation_strategy": {"type": "first_messages"}},
+        "truncation_strategy.type",
+        "Supported values are: 'auto' and 'last_messages'.",
+    ),
+    (
+        "tool-choice",
+        RUN,
+        {"assistant_id": "a", "tool_choice": "sometimes"},
+        "tool_choice",
+        "Supported values are: 'none', 'auto', and 'required'.",
+    ),
     ("run-reasoning-effort", RUN, {"assistant_id": "a", "reasoning_effort": "huge"}, None, ""),
     ("run-metadata-value", RUN, {"assistant_id": "a", "metadata": {"k": "v" * 513}}, None, "512"),
     (
@@ -213,6 +277,13 @@ REFUSALS = [
         {**UPLOAD, "purpose": "weights"},
         "purpose",
         "Supported values are: 'assistants', 'batch', 'fine-tune', and 'vision'.",
+    ),
+    (
+        "upload-expiry-bounds",
+        "/v1/uploads",
+        {**UPLOAD, "expires_after": {"anchor": "created_at", "seconds": 60}},
+        "expires_after.seconds",
+        "Expected a value >= 3600, but got 60 instead.",
     ),
     ("upload-closed", "/v1/uploads", {**UPLOAD, "name": "x"}, "name", "Unknown parameter"),
 ]
