@@ -36,6 +36,7 @@ from proxy.store import Store, open_store
 from proxy.strikes import open_strike_book
 from proxy.tenancy import Tenancy
 from proxy.upstream import Upstream
+from proxy.validate import validate_middleware
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 CACHE = web.AppKey("cache", ResponseCache)
@@ -70,7 +71,8 @@ def _v1_handler(
     cache: CacheRoom,
     upstream: Upstream,
 ) -> Handler:
-    """Every `/v1` request, in order: who, what, may they, on whose behalf, then upstream."""
+    """Every `/v1` request, in order: who, what, is it well formed, may they, on whose behalf,
+    then upstream."""
 
     async def forward(request: web.Request) -> web.StreamResponse:
         credential = request[PRINCIPAL].credential
@@ -79,8 +81,13 @@ def _v1_handler(
     pipeline = [
         auth_middleware(authenticator),
         route_middleware(
-            EndpointTable(), passthrough=settings.passthrough, limit=settings.max_request_bytes
+            EndpointTable(),
+            passthrough=settings.passthrough,
+            limit=settings.max_request_bytes,
+            # Validation and moderation both need a form whole before any of it is sent.
+            hold_forms=settings.validation != "off" or moderator.policy.enabled,
         ),
+        validate_middleware(settings.validation),
         permit_middleware(),
         enduser_middleware(tenancy),
         moderation_middleware(moderator),

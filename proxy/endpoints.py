@@ -14,8 +14,9 @@ class BodyKind(Enum):
 
     NONE = "none"  # no body expected; anything sent is streamed on untouched
     JSON = "json"  # a JSON object, read whole (bounded) and parsed once
-    FORM = "form"  # multipart form: text fields before the first file are read, files stream
-    STREAM = "stream"  # streamed on untouched (upload parts, pass-through)
+    FORM = "form"  # multipart form: held whole when validating; else text fields read, files stream
+    PART = "part"  # multipart form whose file always streams: its head is read when validating
+    STREAM = "stream"  # streamed on untouched (pass-through)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/threads/{thread_id}/messages", "beta.messages.list", _N),
     Endpoint("POST", "/v1/threads/{thread_id}/runs", "beta.runs.create", _J),
     Endpoint("POST", "/v1/uploads", "uploads.create", _J),
-    Endpoint("POST", "/v1/uploads/{upload_id}/parts", "uploads.parts.create", BodyKind.STREAM),
+    Endpoint("POST", "/v1/uploads/{upload_id}/parts", "uploads.parts.create", BodyKind.PART),
     Endpoint("POST", "/v1/uploads/{upload_id}/complete", "uploads.complete", _J),
 )
 

@@ -3,8 +3,8 @@
 OpenAI's abuse monitoring uses the `user` field of the image operations. Tollgate fills it
 with a stable keyed hash of the key's team and user (never the name) unless the client sent
 one. JSON bodies get the field added; multipart forms get a `user` part in front of their
-first part, but only when every text field was read ahead, so a client's own `user` further
-down can never be doubled.
+first part, but only when every text field was read ahead (or the whole form was held, as it
+is when validation is on), so a client's own `user` further down can never be doubled.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.auth import PRINCIPAL
-from proxy.body import StreamedBody
+from proxy.body import SpooledBody, StreamedBody
 from proxy.route import BODY, CALL, FIELDS
 from proxy.tenancy import Tenancy
 
@@ -27,7 +27,7 @@ def _form_part(name: str, value: str, boundary: bytes) -> bytes:
     return b"--" + boundary + b"\r\n" + head.encode()
 
 
-def _tag_form(request: web.Request, body: StreamedBody, pseudonym: str) -> None:
+def _tag_form(request: web.Request, body: StreamedBody | SpooledBody, pseudonym: str) -> None:
     boundary = parse_mimetype(request.headers.get("Content-Type", "")).parameters["boundary"]
     marker = b"--" + boundary.encode("latin-1")
     body.insert_before(marker, _form_part("user", pseudonym, marker[2:]))

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from structlog.typing import EventDict, WrappedLogger
 
-from proxy.body import StreamedBody
+from proxy.body import SpooledBody, StreamedBody
 from proxy.context import FACTS, Facts
 from proxy.route import BODY
 from proxy.settings import LogSettings
@@ -76,6 +76,8 @@ def _bytes_in(request: web.Request) -> int:
     body = request.get(BODY)
     if isinstance(body, StreamedBody):
         return body.received
+    if isinstance(body, SpooledBody):
+        return body.size
     if isinstance(body, bytes):
         return len(body)
     return 0

@@ -10,16 +10,24 @@ from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.typedefs import Handler, Middleware
 
-from proxy.body import Body, StreamedBody
+from proxy.body import Body, SpooledBody, StreamedBody, spool
 from proxy.call import PASSTHROUGH_CALL, Call, build_call
 from proxy.context import FACTS
 from proxy.endpoints import BodyKind, EndpointTable, Match
 from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge
-from proxy.multipart import boundary_of, read_form_head
+from proxy.multipart import (
+    Delimiters,
+    FormFile,
+    RepeatedField,
+    boundary_of,
+    read_form_head,
+    split_form,
+)
 
 CALL = web.RequestKey("call", Call)
 BODY: web.RequestKey[Body] = web.RequestKey[Body]("body")
 FIELDS: web.RequestKey[dict[str, Any]] = web.RequestKey[dict[str, Any]]("fields")
+FILES: web.RequestKey[tuple[FormFile, ...]] = web.RequestKey[tuple[FormFile, ...]]("files")
 
 FORM_HEAD_LIMIT = 64 * 1024
 
@@ -58,15 +66,16 @@ async def _json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
     return raw, value
 
 
-Parsed = tuple[Call, Body, dict[str, Any]]
+Parsed = tuple[Call, Body, dict[str, Any], tuple[FormFile, ...]]
 
 
 async def _parse_json(request: web.Request, match: Match) -> Parsed:
     raw, values = await _json_object(request)
-    return build_call(match.endpoint, match.params, values), raw, values
+    return build_call(match.endpoint, match.params, values), raw, values, ()
 
 
-async def _parse_form(request: web.Request, match: Match, limit: int) -> Parsed:
+def _form_boundary(request: web.Request) -> bytes:
+    """The boundary of a multipart/form-data body, or a 400."""
     boundary = (
         boundary_of(dict(parse_mimetype(request.headers.get("Content-Type", "")).parameters))
         if request.body_exists
@@ -76,20 +85,55 @@ async def _parse_form(request: web.Request, match: Match, limit: int) -> Parsed:
         raise InvalidRequest(
             f"Invalid Content-Type header ({request.content_type}), expected multipart/form-data."
         )
+    return boundary
+
+
+async def _parse_form(request: web.Request, match: Match, limit: int) -> Parsed:
+    """Read the text fields ahead of the first file; the files stream on."""
+    boundary = _form_boundary(request)
     head = await read_form_head(request.content, boundary, FORM_HEAD_LIMIT)
     call = build_call(match.endpoint, match.params, head.fields, fields_complete=head.complete)
-    return call, StreamedBody(head.prefix, request.content, limit), dict(head.fields)
+    return call, StreamedBody(head.prefix, request.content, limit), dict(head.fields), ()
 
 
-async def parse(request: web.Request, match: Match | None, limit: int) -> Parsed:
-    """The `Call` and the body to forward, reading no more of the body than parsing needs."""
+async def _hold_form(request: web.Request, match: Match, limit: int) -> Parsed:
+    """Spool the whole form (bounded by `limit`) and split it into fields and files."""
+    delimiters = Delimiters(_form_boundary(request))
+    body = await spool(StreamedBody(b"", request.content, limit), delimiters)
+    try:
+        form = split_form(body.read, delimiters)
+    except RepeatedField:
+        body.close()
+        raise
+    call = build_call(match.endpoint, match.params, form.fields)
+    return call, body, dict(form.fields), form.files
+
+
+async def _parse_part(request: web.Request, match: Match, limit: int) -> Parsed:
+    """Read an upload part's head up to its first file, which streams on unread."""
+    head = await read_form_head(request.content, _form_boundary(request), FORM_HEAD_LIMIT)
+    call = build_call(match.endpoint, match.params, head.fields, fields_complete=head.complete)
+    files = (FormFile(head.first_file, None, None),) if head.first_file is not None else ()
+    return call, StreamedBody(head.prefix, request.content, limit), dict(head.fields), files
+
+
+async def parse(request: web.Request, match: Match | None, limit: int, *, hold: bool) -> Parsed:
+    """The `Call` and the body to forward, reading no more of the body than parsing needs.
+
+    With `hold` (validation on), a form is read whole and an upload part's head is read, so
+    both can be checked before anything is sent.
+    """
     if match is None:
-        return PASSTHROUGH_CALL, _untouched(request, limit), {}
-    if match.endpoint.body is BodyKind.JSON:
+        return PASSTHROUGH_CALL, _untouched(request, limit), {}, ()
+    kind = match.endpoint.body
+    if kind is BodyKind.JSON:
         return await _parse_json(request, match)
-    if match.endpoint.body is BodyKind.FORM:
-        return await _parse_form(request, match, limit)
-    return build_call(match.endpoint, match.params, {}), _untouched(request, limit), {}
+    if kind is BodyKind.FORM:
+        reader = _hold_form if hold else _parse_form
+        return await reader(request, match, limit)
+    if kind is BodyKind.PART and hold:
+        return await _parse_part(request, match, limit)
+    return build_call(match.endpoint, match.params, {}), _untouched(request, limit), {}, ()
 
 
 def _untouched(request: web.Request, limit: int) -> Body:
@@ -97,8 +141,14 @@ def _untouched(request: web.Request, limit: int) -> Body:
     return StreamedBody(b"", request.content, limit) if request.body_exists else b""
 
 
-def route_middleware(table: EndpointTable, *, passthrough: bool, limit: int) -> Middleware:
-    """Attach `CALL`, `BODY` and `FIELDS` to every `/v1` request, or refuse it (400/404/413)."""
+def route_middleware(
+    table: EndpointTable, *, passthrough: bool, limit: int, hold_forms: bool = False
+) -> Middleware:
+    """Attach `CALL`, `BODY`, `FIELDS` and `FILES` to every `/v1` request, or refuse it.
+
+    Refusals are 400, 404 and 413. With `hold_forms`, documented forms are read before the
+    next room runs (see `parse`); a held form's spool is dropped when the request ends.
+    """
 
     async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
         _refuse_dot_segments(request)
@@ -107,10 +157,19 @@ def route_middleware(table: EndpointTable, *, passthrough: bool, limit: int) -> 
         match = table.match(request.method, request.path)
         if match is None and not passthrough:
             raise NotFound(request.method, request.path)
-        call, body, fields = await parse(request, match, limit)
+        try:
+            call, body, fields, files = await parse(request, match, limit, hold=hold_forms)
+        except RepeatedField as repeated:
+            raise InvalidRequest(
+                f"'{repeated.name}' was given more than once.", param=repeated.name
+            ) from None
         facts = request[FACTS]
         facts.operation, facts.model = call.operation, call.model
-        request[CALL], request[BODY], request[FIELDS] = call, body, fields
-        return await handler(request)
+        request[CALL], request[BODY], request[FIELDS], request[FILES] = call, body, fields, files
+        try:
+            return await handler(request)
+        finally:
+            if isinstance(body, SpooledBody):
+                body.close()
 
     return route

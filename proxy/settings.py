@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# How much of a documented request is checked before it is sent (README, "Validation").
+ValidationMode = Literal["strict", "documented", "off"]
+
 
 class UpstreamSettings(BaseModel):
     """Where requests go and with which central credential."""
@@ -91,6 +94,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     data_file: Path | None = Path("data/tollgate-keys.json")
     pseudonym_secret: SecretStr | None = None
+    validation: ValidationMode = "documented"
 
     @field_validator("data_file", "config_file", mode="before")
     @classmethod

@@ -1,8 +1,9 @@
 """The upstream room: owns the client session, swaps in the central key, relays both ways.
 
-Bodies travel in both directions without being held whole: request bodies are streamed as
-`StreamedBody` chunks (parsed JSON bodies are small and sent as read), and answers are relayed
-chunk by chunk unless upstream declared a small length, which is read and sent in one piece.
+Bodies travel in both directions without being held whole in memory: request bodies are
+streamed as `StreamedBody` chunks, or from the spool of a form held for validation
+(`SpooledBody`, with its known length); parsed JSON bodies are small and sent as read. Answers
+are relayed chunk by chunk unless upstream declared a small length, read and sent in one piece.
 Failures before the answer starts become OpenAI-shaped 502/504; after it started, the client's
 connection is cut so a truncated answer can never pass for a complete one.
 """
@@ -17,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.body import Body, StreamedBody
+from proxy.body import Body, SpooledBody, StreamedBody
 from proxy.context import Facts
 from proxy.errors import PayloadTooLarge, UpstreamUnavailable
 from proxy.headers import to_client, to_upstream
@@ -42,6 +43,8 @@ def client_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
 
 def _streamed_length(request: web.Request, body: Body) -> int | None:
     """The Content-Length of a streamed body: the client's, plus what Tollgate inserted."""
+    if isinstance(body, SpooledBody):
+        return body.length
     if not isinstance(body, StreamedBody) or request.content_length is None:
         return None
     return request.content_length + body.added
@@ -110,7 +113,7 @@ class Upstream:
         """Relay `request` with `body` upstream on `credential`; answer with what comes back."""
         url = URL(credential.origin + request.raw_path, encoded=True)
         headers = to_upstream(request.headers, credential.headers, _streamed_length(request, body))
-        data = body.chunks() if isinstance(body, StreamedBody) else (body or None)
+        data = (body or None) if isinstance(body, bytes) else body.chunks()
         try:
             async with self.session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
 from proxy.app import create_app
-from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
+from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, Recorded, create_fake_upstream
 from proxy.keys import Clock, hash_key
 from proxy.policy import Policy, StaticKey, Team, User
 from proxy.settings import CredentialSettings, RedisSettings, Settings, UpstreamSettings
@@ -57,6 +57,11 @@ class Upstream:
     @property
     def url(self) -> str:
         return str(self.server.make_url("")).rstrip("/")
+
+
+def sent_on(upstream: Upstream) -> list[Recorded]:
+    """What upstream received for the clients, leaving out Tollgate's own moderation checks."""
+    return [seen for seen in upstream.state.received if seen.path != "/v1/moderations"]
 
 
 @dataclass

@@ -7,21 +7,32 @@ import zlib
 
 import pytest
 
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # bytes a pixel at 8 bits, by PNG colour type
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
     body = kind + data
     return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
 
 def png(side: int = 1) -> bytes:
     """A valid square RGBA PNG of `side` pixels a side, fully transparent."""
-    header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
-    rows = b"".join(b"\x00" + b"\x00\x00\x00\x00" * side for _ in range(side))
+    return png_of(side, side)
+
+
+def png_of(width: int, height: int, *, colour: int = 6, trns: bool = False) -> bytes:
+    """A valid PNG of `width` x `height` zero pixels in `colour` type, with a tRNS if asked."""
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    rows = b"".join(b"\x00" + b"\x00" * _CHANNELS[colour] * width for _ in range(height))
+    extra = chunk(b"PLTE", b"\x00\x00\x00") if colour == 3 else b""
+    extra += chunk(b"tRNS", b"\x00\x00" if colour == 0 else b"\x00") if trns else b""
     return (
         b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(rows))
-        + _chunk(b"IEND", b"")
+        + chunk(b"IHDR", header)
+        + extra
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
     )
 
 

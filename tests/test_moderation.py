@@ -290,19 +290,45 @@ async def test_prompts_are_logged_only_when_allowed(
     assert json.loads(proxy.log_lines()[-1])["moderation"]["prompt"] == "an otter in a hat"
 
 
-async def test_a_prompt_after_the_file_cannot_slip_through(
+def _edit_form(*prompts: str, prompt_first: bool = False) -> aiohttp.FormData:
+    """An image edit form with its prompt(s) before or after the image."""
+    form = aiohttp.FormData()
+    if prompt_first:
+        form.add_field("prompt", prompts[0])
+    form.add_field("image", png(2), filename="o.png", content_type="image/png")
+    for prompt in prompts[1:] if prompt_first else prompts:
+        form.add_field("prompt", prompt)
+    return form
+
+
+async def _post_edit(proxy: Proxy, form: aiohttp.FormData) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(proxy.url("/v1/images/edits"), data=form, headers=headers) as r:
+            assert r.status == 400
+            error: dict[str, Any] = (await r.json())["error"]
+            return error
+
+
+async def test_a_prompt_after_the_file_is_moderated_when_forms_are_held(
     proxy: Proxy, upstream: Upstream
 ) -> None:
-    """A form whose prompt comes after the image is refused with a clear 400, not sent."""
-    form = aiohttp.FormData()
-    form.add_field("image", png(2), filename="o.png", content_type="image/png")
-    form.add_field("prompt", VIOLENT)
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            proxy.url("/v1/images/edits"),
-            data=form,
-            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-        ) as response:
-            assert response.status == 400
-            assert (await response.json())["error"]["param"] == "prompt"
+    """Forms are held whole while moderation is on: a prompt after the image is checked."""
+    upstream.state.knobs.flagged = {"kill": {"violence": 0.97}}
+    error = await _post_edit(proxy, _edit_form(VIOLENT))
+    assert error["code"] == "content_policy_violation"
+    assert paths(upstream) == ["/v1/moderations"]
+
+
+@pytest.mark.parametrize("validation", ["documented", "off"])
+async def test_a_second_prompt_cannot_smuggle_a_flagged_one(
+    make_proxy: MakeProxy, upstream: Upstream, validation: str
+) -> None:
+    """A clean prompt first and a flagged one after the image is a 400 naming `prompt`, with
+    validation on or off: moderation holds the form either way; nothing is sent."""
+    upstream.state.knobs.flagged = {"kill": {"violence": 0.97}}
+    proxy = await make_proxy(validation=validation)
+    error = await _post_edit(proxy, _edit_form("a hat", VIOLENT, prompt_first=True))
+    assert error["param"] == "prompt"
+    assert "more than once" in error["message"]
     assert upstream.state.received == []

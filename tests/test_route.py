@@ -89,12 +89,14 @@ async def test_a_streamed_body_over_the_limit_is_a_413(
     proxy = await make_proxy(max_request_bytes=64 * 1024)
 
     async def chunked() -> AsyncIterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="data"; filename="part"\r\n\r\n'
         for _ in range(16):
             yield b"x" * 16384
 
+    headers = {**AUTH, "Content-Type": "multipart/form-data; boundary=b"}
     async with aiohttp.ClientSession() as client:
         url = proxy.url("/v1/uploads/upload_1/parts")
-        async with client.post(url, data=chunked(), headers=AUTH) as response:
+        async with client.post(url, data=chunked(), headers=headers) as response:
             await _refusal(response, 413)
     assert all(len(seen.body) <= 64 * 1024 for seen in upstream.state.received)
 

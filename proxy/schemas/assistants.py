@@ -1,0 +1,84 @@
+"""POST /v1/assistants and /v1/assistants/{id}: create and modify an assistant, and tools.
+
+The seeds do not say whether unknown fields are refused; the spec does
+(`additionalProperties: false` on CreateAssistantRequest and ModifyAssistantRequest), so they
+are. `reasoning_effort` takes the spec's values, a superset of the seeds' low, medium, high.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, model_validator
+
+from proxy.schemas.base import Closed, Metadata, Part, Temperature, TopP, missing
+
+ASSISTANT_TOOLS = 128
+Name = Annotated[str, Field(max_length=256)] | None
+Description = Annotated[str, Field(max_length=512)] | None
+Instructions = Annotated[str, Field(max_length=256_000)] | None
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None
+
+
+class FunctionObject(Part):
+    """A function tool: a name of letters, digits, `_` and `-`, at most 64 long."""
+
+    name: Annotated[str, Field(max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FileSearchOptions(Part):
+    """Overrides for the file search tool."""
+
+    max_num_results: Annotated[int, Field(ge=1, le=50)] | None = None
+
+
+class Tool(Part):
+    """`code_interpreter`, `file_search` or `function` (which needs its `function`).
+
+    One flat model rather than a union, so errors inside name a plain path.
+    """
+
+    type: Literal["code_interpreter", "file_search", "function"]
+    function: FunctionObject | None = None
+    file_search: FileSearchOptions | None = None
+
+    @model_validator(mode="after")
+    def _function_tools_name_their_function(self) -> Self:
+        if self.type == "function" and self.function is None:
+            raise missing("function")
+        return self
+
+
+class CreateAssistantRequest(Closed):
+    """Create an assistant with a model and instructions."""
+
+    model: str
+    name: Name = None
+    description: Description = None
+    instructions: Instructions = None
+    reasoning_effort: ReasoningEffort = None
+    tools: Annotated[list[Tool], Field(max_length=ASSISTANT_TOOLS)] | None = None
+    tool_resources: dict[str, Any] | None = None
+    metadata: Metadata = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    response_format: Any = None
+
+
+class ModifyAssistantRequest(Closed):
+    """Modify an assistant: the same fields, none required."""
+
+    model: str | None = None
+    name: Name = None
+    description: Description = None
+    instructions: Instructions = None
+    reasoning_effort: ReasoningEffort = None
+    tools: Annotated[list[Tool], Field(max_length=ASSISTANT_TOOLS)] | None = None
+    tool_resources: dict[str, Any] | None = None
+    metadata: Metadata = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    response_format: Any = None

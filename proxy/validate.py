@@ -1,0 +1,75 @@
+"""The validate room: a documented request is checked against the reference before it is sent.
+
+JSON bodies are checked from the fields the route room parsed (`FIELDS`, never parsed again),
+strictly typed as JSON is; multipart forms from their text fields, typed loosely as form text
+is (`n=2`), and their files (`FILES`), whose bytes a held form keeps in its spool. A refusal is
+OpenAI's 400 `invalid_request_error` with `param` naming the field, and nothing goes upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from pydantic import ValidationError
+
+from proxy.body import Body, SpooledBody
+from proxy.multipart import FormFile
+from proxy.route import BODY, CALL, FIELDS, FILES
+from proxy.schemas import SCHEMAS, Request, UploadedFile
+from proxy.settings import ValidationMode
+from proxy.wording import refusal
+
+
+def _uploaded(file: FormFile, body: Body) -> UploadedFile:
+    """A file part as the schemas see it: readable when its form was held."""
+    if file.span is None or not isinstance(body, SpooledBody):
+        return UploadedFile(file.filename, None, None)
+    start, length = file.span
+
+    def read(offset: int, size: int) -> bytes:
+        return body.read(start + offset, max(0, min(size, length - offset)))
+
+    return UploadedFile(file.filename, length, read)
+
+
+def form_values(
+    fields: Mapping[str, str], files: tuple[FormFile, ...], body: Body
+) -> dict[str, object]:
+    """Text fields and files by name; `image[]` and repeated names make a list."""
+    values: dict[str, object] = dict(fields)
+    by_name: dict[str, list[UploadedFile]] = {}
+    for file in files:
+        by_name.setdefault(file.name.removesuffix("[]"), []).append(_uploaded(file, body))
+    for name, found in by_name.items():
+        values[name] = found[0] if len(found) == 1 else found
+    return values
+
+
+def check(
+    schema: type[Request], values: Mapping[str, object], *, strict: bool, mode: ValidationMode
+) -> Request:
+    """The body as `schema` reads it, or OpenAI's 400 for its first problem."""
+    try:
+        body = schema.model_validate(values, strict=strict)
+    except ValidationError as exc:
+        raise refusal(exc) from None
+    body.check(mode)
+    return body
+
+
+def validate_middleware(mode: ValidationMode) -> Middleware:
+    """Refuse a documented request that breaks its reference, unless validation is `off`."""
+
+    async def validate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        schema = SCHEMAS.get(request[CALL].operation)
+        if schema is not None and mode != "off":
+            body, fields = request[BODY], request[FIELDS]
+            if isinstance(body, bytes):
+                check(schema, fields, strict=True, mode=mode)
+            else:
+                check(schema, form_values(fields, request[FILES], body), strict=False, mode=mode)
+        return await handler(request)
+
+    return validate
