@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from proxy.app import create_app
 from proxy.keys import KeyRecord, KeyService, UnknownKey, generate_key, hash_key
+from proxy.metrics import share_across_processes
 from proxy.policy import Policy, load_policy
 from proxy.settings import Settings
 from proxy.store import open_store
@@ -34,6 +35,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if settings.metrics.multiproc_dir is not None:
+        share_across_processes(settings.metrics.multiproc_dir)
     app = create_app(settings)
     for warning in _start_warnings(settings):
         print(f"tollgate: warning: {warning}", file=sys.stderr)
