@@ -280,8 +280,8 @@ class RequestMeter:
         )
         self.images = Counter(
             "tollgate_images_generated",
-            "Images in successful image answers, by model, size and quality as requested.",
-            ["model", "size", "quality"],
+            "Images in successful image answers, by team, and model, size and quality as asked.",
+            ["team", "model", "size", "quality"],
             registry=registry,
         )
         upstream_errors = Counter(
@@ -303,7 +303,7 @@ class RequestMeter:
         self._operations: dict[str, _PerOperation] = {}
         self._requests: dict[tuple[str, int, str], Counter] = {}
         self._user_children: dict[tuple[str, str], Counter] = {}
-        self._image_children: dict[tuple[str, str, str], Counter] = {}
+        self._image_children: dict[tuple[str, str, str, str], Counter] = {}
         self.per_user = top_users > 0
 
     def operation(self, operation: str) -> _PerOperation:
@@ -336,14 +336,14 @@ class RequestMeter:
         child = self._user_children[key] = self.users.labels(*key)
         return child
 
-    def image(self, model: str, size: str, quality: str) -> Counter:
-        """The images child for these parameters; past the cap, `other` for all three."""
-        key = (model, size, quality)
+    def image(self, team: str, model: str, size: str, quality: str) -> Counter:
+        """The images child for these parameters; past the cap, the team's `other`."""
+        key = (team, model, size, quality)
         child = self._image_children.get(key)
         if child is not None:
             return child
-        if not self._image_sets.admit(key):
-            key = (OTHER, OTHER, OTHER)
+        if not self._image_sets.admit(key[1:]):
+            key = (team, OTHER, OTHER, OTHER)
             child = self._image_children.get(key)
             if child is not None:
                 return child

@@ -71,12 +71,12 @@ async def expose(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _images(meter: RequestMeter, request: web.Request, status: int) -> None:
+def _images(meter: RequestMeter, request: web.Request, team: str, status: int) -> None:
     call = request.get(CALL)
     if call is None or call.operation not in IMAGE_OPERATIONS or not 200 <= status < 300:
         return
     model, size, quality = call.model or NONE, call.size or NONE, call.quality or NONE
-    meter.image(model, size, quality).inc(call.n or 1)
+    meter.image(team, model, size, quality).inc(call.n or 1)
 
 
 def observe(meter: RequestMeter, request: web.Request, facts: Facts, outcome: Outcome) -> None:
@@ -95,7 +95,7 @@ def observe(meter: RequestMeter, request: web.Request, facts: Facts, outcome: Ou
         meter.upstream_errors[facts.upstream_error].inc()
     if meter.per_user and facts.user is not None:
         meter.user(team, facts.user).inc()
-    _images(meter, request, outcome.status)
+    _images(meter, request, team, outcome.status)
 
 
 def metrics_middleware(meter: RequestMeter) -> Middleware:

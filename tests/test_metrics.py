@@ -11,11 +11,18 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
 from proxy.app import INSTRUMENTS
-from proxy.instruments import MODERATION_CATEGORIES, QUOTA_KINDS, UPSTREAM_ERRORS, QuotaMetrics
+from proxy.instruments import (
+    IMAGE_LABEL_SETS,
+    MODERATION_CATEGORIES,
+    QUOTA_KINDS,
+    UPSTREAM_ERRORS,
+    QuotaMetrics,
+    RequestMeter,
+)
 from proxy.metrics import exposition_registry
 from proxy.settings import MetricsSettings, Settings
 from tests.conftest import (
@@ -92,9 +99,9 @@ async def test_images_are_counted_from_the_call_on_success_only(
     with pytest.raises(openai.InternalServerError):
         await sdk.images.generate(prompt="otter", model="dall-e-3", n=5, quality="hd")
     samples = await metrics_of(proxy)
-    hd = {"model": "dall-e-3", "size": "1024x1792", "quality": "hd"}
+    hd = {"team": "red", "model": "dall-e-3", "size": "1024x1792", "quality": "hd"}
     assert value(samples, "tollgate_images_generated_total", **hd) == 3
-    small = {"model": "dall-e-2", "size": "256x256", "quality": "standard"}
+    small = {"team": "red", "model": "dall-e-2", "size": "256x256", "quality": "standard"}
     assert value(samples, "tollgate_images_generated_total", **small) == 1
     assert total(samples, "tollgate_images_generated_total") == 4
     assert value(samples, "tollgate_upstream_errors_total", kind="5xx") == 1
@@ -313,3 +320,18 @@ def test_settings_decide_the_multiprocess_directory(
     monkeypatch.delenv("TOLLGATE_METRICS__MULTIPROC_DIR")
     with pytest.raises(ValidationError, match="PROMETHEUS_MULTIPROC_DIR"):
         Settings()
+
+
+def test_image_labels_past_the_cap_count_as_other() -> None:
+    """Clients choose image parameters, so only the first few label sets get their own."""
+    meter = RequestMeter(CollectorRegistry(), top_users=0)
+    for number in range(IMAGE_LABEL_SETS + 5):
+        meter.image("red", f"model-{number}", "1024x1024", "hd").inc()
+    meter.image("red", "model-0", "1024x1024", "hd").inc()
+    samples = parse(generate_latest(meter.images).decode())
+    models = label_values(samples, "tollgate_images_generated_total", "model")
+    assert len(models) == IMAGE_LABEL_SETS + 1
+    other = {"team": "red", "model": "other", "size": "other", "quality": "other"}
+    assert value(samples, "tollgate_images_generated_total", **other) == 5
+    first = {"team": "red", "model": "model-0", "size": "1024x1024", "quality": "hd"}
+    assert value(samples, "tollgate_images_generated_total", **first) == 2
