@@ -130,19 +130,24 @@ def _own_port_app(registry: CollectorRegistry) -> web.Application:
 
 def serve_metrics(app: web.Application, settings: MetricsSettings, host: str) -> None:
     """Mount `/metrics` on the app, or on its own port while the app runs."""
+    shared = settings.multiproc_dir is not None
     if settings.port is None:
         app.router.add_get("/metrics", expose)
     else:
-        app.cleanup_ctx.append(_own_port(app[EXPOSITION], settings.host or host, settings.port))
+        where = (settings.host or host, settings.port)
+        app.cleanup_ctx.append(_own_port(app[EXPOSITION], *where, shared=shared))
     if settings.multiproc_dir is not None:
         app.cleanup_ctx.append(_leave_processes(settings.multiproc_dir))
 
 
-def _own_port(registry: CollectorRegistry, host: str, port: int) -> CleanupContext:
+def _own_port(registry: CollectorRegistry, host: str, port: int, *, shared: bool) -> CleanupContext:
+    """`/metrics` on a port of its own; worker processes that sum their metrics all bind it
+    (SO_REUSEPORT), since whichever one the kernel picks reports the whole server."""
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         runner = web.AppRunner(_own_port_app(registry), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=shared or None).start()
         yield
         await runner.cleanup()
 

@@ -30,11 +30,14 @@ def _policy(directory: Path) -> Path:
 
 
 @asynccontextmanager
-async def serving(port: int, upstream: Upstream, shared: Path, tmp: Path) -> AsyncIterator[str]:
+async def serving(
+    port: int, metrics_port: int, upstream: Upstream, shared: Path, tmp: Path
+) -> AsyncIterator[str]:
     """A real `tollgate serve` process on `port`; stopped (SIGTERM) on the way out."""
     env = {
         **os.environ,
         "TOLLGATE_PORT": str(port),
+        "TOLLGATE_METRICS__PORT": str(metrics_port),
         "TOLLGATE_UPSTREAM__BASE_URL": upstream.url,
         "TOLLGATE_UPSTREAM__API_KEY": UPSTREAM_KEY,
         "TOLLGATE_CONFIG_FILE": str(_policy(tmp)),
@@ -82,24 +85,25 @@ async def _metrics(url: str) -> Samples:
 
 
 async def test_two_processes_add_up_in_one_scrape(upstream: Upstream, tmp_path: Path) -> None:
-    """Two processes on one directory: each scrape sums both, and a stopped process's counts
-    stay while its in-flight gauge goes."""
-    shared = tmp_path / "metrics"
+    """Two processes on one directory and one metrics port: every scrape sums both, whichever
+    process answers it, and a stopped process's counts stay while its in-flight gauge goes."""
+    shared, metrics = tmp_path / "metrics", f"http://127.0.0.1:{free_port()}"
     first_dir, second_dir = tmp_path / "a", tmp_path / "b"
     first_dir.mkdir()
     second_dir.mkdir()
-    async with serving(free_port(), upstream, shared, first_dir) as first:
-        async with serving(free_port(), upstream, shared, second_dir) as second:
+    port = int(metrics.rsplit(":", 1)[1])
+    async with serving(free_port(), port, upstream, shared, first_dir) as first:
+        async with serving(free_port(), port, upstream, shared, second_dir) as second:
             await _models(first, 2)
             await _models(second, 3)
-            for url in (first, second):
-                samples = await _metrics(url)
+            for _ in range(6):
+                samples = await _metrics(metrics)
                 assert value(samples, "tollgate_requests_total", **MODELS_OK) == 5
                 assert value(samples, "tollgate_cache_requests_total", result="miss") == 2
                 assert value(samples, "tollgate_cache_requests_total", result="hit") == 3
                 assert value(samples, "tollgate_requests_in_flight") == 0
             live = sorted(path.name for path in shared.iterdir() if "livesum" in path.name)
             assert len(live) == 2
-        samples = await _metrics(first)
+        samples = await _metrics(metrics)
         assert value(samples, "tollgate_requests_total", **MODELS_OK) == 5
         assert len([path for path in shared.iterdir() if "livesum" in path.name]) == 1
