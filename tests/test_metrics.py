@@ -255,7 +255,7 @@ async def test_the_in_flight_gauge_counts_requests_being_answered(
     arrived, release = asyncio.Event(), asyncio.Event()
     proxy = await proxy_before(_held_upstream(arrived, release))
     request = asyncio.ensure_future(get(proxy, "/v1/models"))
-    await arrived.wait()
+    await asyncio.wait_for(arrived.wait(), timeout=30)  # a bound on a hang, not on speed
     held = value(await metrics_of(proxy), "tollgate_requests_in_flight")
     release.set()
     assert await request == 200
