@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CollectorRegistry
 
 from proxy.admin import (
     AdminApi,
@@ -25,8 +26,10 @@ from proxy.endpoints import EndpointTable
 from proxy.enduser import enduser_middleware
 from proxy.errors import error_middleware
 from proxy.health import STORE, UPSTREAM, add_health_routes
+from proxy.instruments import Instruments
 from proxy.keys import Clock, KeyService
 from proxy.log import build_logger, log_middleware
+from proxy.metrics import EXPOSITION, exposition_registry, metrics_middleware, serve_metrics
 from proxy.moderation import Moderator, moderation_middleware
 from proxy.permit import permit_middleware
 from proxy.policy import Policy, load_policy
@@ -41,6 +44,7 @@ from proxy.validate import validate_middleware
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 CACHE = web.AppKey("cache", ResponseCache)
 MODERATOR = web.AppKey("moderator", Moderator)
+INSTRUMENTS = web.AppKey("instruments", Instruments)
 
 
 def _resources(store: Store, upstream: Upstream) -> CleanupContext:
@@ -111,22 +115,41 @@ def create_app(
     tenancy = Tenancy(policy, settings)
     store = open_store(settings)
     upstream = Upstream(settings.upstream)
+    instruments = Instruments(CollectorRegistry(), policy.teams, settings.metrics.top_users)
+    outer: list[Middleware] = [log_middleware(requests_log)]
+    if settings.metrics.enabled:
+        outer.append(metrics_middleware(instruments.requests))
     app = web.Application(
-        middlewares=[log_middleware(requests_log), error_middleware(log)],
+        middlewares=[*outer, error_middleware(log)],
         client_max_size=settings.max_request_bytes,
     )
-    app[SETTINGS] = settings
+    app[SETTINGS], app[INSTRUMENTS] = settings, instruments
+    app[EXPOSITION] = exposition_registry(settings.metrics, instruments.registry)
+    if settings.metrics.enabled:
+        serve_metrics(app, settings.metrics, settings.host)
     app.cleanup_ctx.append(_resources(store, upstream))
     add_health_routes(app)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     add_admin_routes(app, AdminApi(KeyService(store, clock), policy), admin_token)
     cache = CacheRoom(
-        ResponseCache(open_cache_backend(settings.cache.max_bytes, store), settings.cache, clock),
+        ResponseCache(
+            open_cache_backend(settings.cache.max_bytes, store),
+            settings.cache,
+            clock,
+            instruments.cache,
+        ),
         cache_ttls(settings.cache),
     )
     app[CACHE] = cache.cache
     add_cache_admin_routes(app, cache.cache, tenancy, admin_token)
-    moderator = Moderator(policy.moderation, upstream, cache.cache, open_strike_book(store), clock)
+    moderator = Moderator(
+        policy.moderation,
+        upstream,
+        cache.cache,
+        open_strike_book(store),
+        clock,
+        instruments.moderation,
+    )
     app[MODERATOR] = moderator
     add_strike_admin_routes(app, moderator, admin_token)
     authenticator = Authenticator(policy, tenancy, store, clock)

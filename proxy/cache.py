@@ -29,6 +29,7 @@ from proxy.cachestore import PREFIX, CacheBackend
 from proxy.call import Call
 from proxy.context import FACTS, Facts
 from proxy.endpoints import ENDPOINTS
+from proxy.instruments import CacheStats
 from proxy.keys import Clock
 from proxy.route import CALL, FIELDS
 from proxy.settings import CacheSettings
@@ -72,17 +73,6 @@ class Entry:
         return cls(status, pairs, raw[4 + size :], stored_at, expires_at)
 
 
-@dataclass(slots=True)
-class CacheStats:
-    """Counters the metrics room exports."""
-
-    hits: int = 0
-    misses: int = 0
-    bypasses: int = 0
-    coalesced: int = 0
-    store_errors: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class Shared:
     """What a leading fetch hands to the identical requests that waited for it."""
@@ -99,7 +89,7 @@ class ResponseCache:
     backend: CacheBackend
     settings: CacheSettings
     clock: Clock
-    stats: CacheStats = field(default_factory=CacheStats)
+    stats: CacheStats
     inflight: dict[str, asyncio.Future[Shared | None]] = field(default_factory=dict)
 
     async def lookup(self, key: str) -> Entry | None:
@@ -107,7 +97,7 @@ class ResponseCache:
         try:
             raw = await self.backend.get(key)
         except StoreUnavailable:
-            self.stats.store_errors += 1
+            self.stats.store_error()
             return None
         if raw is None:
             return None
@@ -121,14 +111,14 @@ class ResponseCache:
         try:
             await self.backend.put(key, entry.encode(), entry.expires_at - entry.stored_at)
         except StoreUnavailable:
-            self.stats.store_errors += 1
+            self.stats.store_error()
 
     async def drop(self, keys: list[str]) -> None:
         """Invalidate these keys; a failing store is counted and ignored."""
         try:
             await self.backend.delete(keys)
         except StoreUnavailable:
-            self.stats.store_errors += 1
+            self.stats.store_error()
 
     async def flush(self, scope: str | None) -> int:
         """Drop one scope's entries, or all of them."""
@@ -209,7 +199,7 @@ class CacheRoom:
             return await handler(request)
         directives = _directives(request.headers.get("Cache-Control", ""))
         if "no-store" in directives:
-            self.cache.stats.bypasses += 1
+            self.cache.stats.bypass()
             return _mark(await handler(request), "bypass", facts)
         scope = request[PRINCIPAL].credential.scope
         fields = request[FIELDS]
@@ -217,7 +207,7 @@ class CacheRoom:
         if "no-cache" not in directives:
             entry = await self.cache.lookup(key)
             if entry is not None:
-                self.cache.stats.hits += 1
+                self.cache.stats.hit()
                 facts.cache = "hit"
                 return _answer(entry, "hit", facts, self.cache.clock() - entry.stored_at)
             leader = self.cache.inflight.get(key)
@@ -232,8 +222,9 @@ class CacheRoom:
         shared = await asyncio.shield(leader)
         facts = request[FACTS]
         if shared is None:
+            self.cache.stats.miss()
             return _mark(await handler(request), "miss", facts)
-        self.cache.stats.coalesced += 1
+        self.cache.stats.coalesced()
         facts.cache = "hit"
         return _answer(shared, "hit", facts, 0)
 
@@ -265,16 +256,16 @@ class CacheRoom:
         try:
             locked = await self.cache.backend.lock(lock, lock_ttl)
         except StoreUnavailable:
-            self.cache.stats.store_errors += 1
+            self.cache.stats.store_error()
             locked = False
         if not locked:
             entry = await self._wait_for(key, lock_ttl)
             if entry is not None:
-                self.cache.stats.coalesced += 1
+                self.cache.stats.coalesced()
                 facts.cache = "hit"
                 return _answer(entry, "hit", facts, self.cache.clock() - entry.stored_at)
         try:
-            self.cache.stats.misses += 1
+            self.cache.stats.miss()
             return _mark(await handler(request), "miss", facts)
         finally:
             if locked:
@@ -295,7 +286,7 @@ class CacheRoom:
         try:
             await self.cache.backend.unlock(lock)
         except StoreUnavailable:
-            self.cache.stats.store_errors += 1
+            self.cache.stats.store_error()
 
     async def _invalidating(
         self, request: web.Request, handler: Handler, call: Call

@@ -19,7 +19,7 @@ from proxy.policy import Policy, load_policy
 from proxy.settings import Settings
 from proxy.store import open_store
 from proxy.tenancy import TenancyError
-from proxy.workers import WorkerError, check_workers, serve_many, serve_one
+from proxy.workers import WorkerError, check_workers, serve_many, serve_one, share_metrics
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     except WorkerError as problem:
         print(f"tollgate: {problem}", file=sys.stderr)
         return 2
+    settings = share_metrics(settings, args.workers)
     for warning in _start_warnings(settings):
         print(f"tollgate: warning: {warning}", file=sys.stderr)
     where = f"http://{settings.host}:{settings.port}"

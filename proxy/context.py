@@ -16,6 +16,16 @@ def new_request_id() -> str:
     return "req_" + os.urandom(16).hex()
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a request ended, measured once for the log and the metrics rooms alike."""
+
+    status: int  # 499 when the client hung up
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+
+
 @dataclass(slots=True)
 class Facts:
     """What is known about one request; filled in by each room, written out by the log room."""
@@ -27,11 +37,14 @@ class Facts:
     operation: str | None = None
     model: str | None = None
     upstream_status: int | None = None
+    upstream_seconds: float | None = None  # until upstream's answer headers arrived
+    upstream_error: str | None = None  # "timeout", "connect", "reset" or "5xx"
     aborted: str | None = None  # "client_gone" or "upstream_broke" once the answer has started
     known_id: str | None = None  # upstream's x-request-id, or Tollgate's once one was needed
     cache: str | None = None  # "hit", "miss" or "bypass" where the cache room took part
     upstream_says_no_store: bool = False  # Set-Cookie, or Cache-Control no-store/private
     moderation: dict[str, object] | None = None  # verdict facts; never the prompt unless allowed
+    outcome: Outcome | None = None  # set once, when the answer is done or abandoned
 
     @property
     def request_id(self) -> str:

@@ -13,9 +13,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from structlog.typing import EventDict, WrappedLogger
 
-from proxy.body import SpooledBody, StreamedBody
 from proxy.context import FACTS, Facts
-from proxy.route import BODY
+from proxy.outcome import finish
 from proxy.settings import LogSettings
 
 Logger = structlog.typing.FilteringBoundLogger
@@ -72,34 +71,14 @@ def build_logger(settings: LogSettings, stream: BinaryIO, *, exceptions: bool = 
     return logger
 
 
-def _bytes_in(request: web.Request) -> int:
-    body = request.get(BODY)
-    if isinstance(body, StreamedBody):
-        return body.received
-    if isinstance(body, SpooledBody):
-        return body.size
-    if isinstance(body, bytes):
-        return len(body)
-    return 0
-
-
-def _bytes_out(response: web.StreamResponse | None) -> int:
-    if response is None:
-        return 0
-    if response.prepared:
-        return response.body_length
-    return response.content_length or 0
-
-
-def _status(response: web.StreamResponse | None, facts: Facts) -> int:
-    if response is None or facts.aborted == "client_gone":
-        return 499
-    return response.status
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 def _emit(
     log: Logger, request: web.Request, facts: Facts, response: web.StreamResponse | None
 ) -> None:
+    outcome = finish(request, facts, response)
     log.info(
         "request",
         request_id=facts.request_id,
@@ -110,14 +89,16 @@ def _emit(
         team=facts.team,
         operation=facts.operation,
         model=facts.model,
-        status=_status(response, facts),
+        status=outcome.status,
         upstream_status=facts.upstream_status,
+        upstream_error=facts.upstream_error,
+        upstream_ms=_ms(facts.upstream_seconds),
         aborted=facts.aborted,
         cache=facts.cache,
         moderation=facts.moderation,
-        bytes_in=_bytes_in(request),
-        bytes_out=_bytes_out(response),
-        latency_ms=round((time.perf_counter() - facts.started) * 1000, 3),
+        bytes_in=outcome.bytes_in,
+        bytes_out=outcome.bytes_out,
+        latency_ms=_ms(outcome.seconds),
     )
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -30,6 +28,7 @@ from proxy.cachestore import PREFIX
 from proxy.call import Call
 from proxy.context import FACTS, Facts
 from proxy.errors import InvalidRequest, ProxyError
+from proxy.instruments import ModerationStats
 from proxy.keys import Clock
 from proxy.moderation_policy import ModerationPolicy, ModerationRules
 from proxy.route import CALL, FIELDS
@@ -81,14 +80,6 @@ class ModerationFailed(Exception):
     """The moderation endpoint did not give a usable verdict."""
 
 
-@dataclass(slots=True)
-class ModerationStats:
-    """Counters the metrics room exports: checks by result, refusals by category."""
-
-    checks: Counter[str] = field(default_factory=Counter)
-    categories: Counter[str] = field(default_factory=Counter)
-
-
 def refusing(results: Sequence[Mapping[str, Any]], rules: ModerationRules) -> list[str]:
     """The categories the rules refuse in these results: a threshold, where one is set,
     decides by score alone; elsewhere OpenAI's own flag counts if the category refuses."""
@@ -138,9 +129,10 @@ class Moderator:
         cache: ResponseCache,
         strikes: StrikeBook,
         clock: Clock,
+        stats: ModerationStats,
     ) -> None:
         self.policy = policy
-        self.stats = ModerationStats()
+        self.stats = stats
         self._upstream = upstream
         self._cache = cache
         self._strikes = strikes
@@ -198,8 +190,7 @@ class Moderator:
         categories: list[str],
         results: Sequence[Mapping[str, Any]],
     ) -> None:
-        self.stats.checks[result] += 1
-        self.stats.categories.update(categories)
+        self.stats.checked(result, categories)
         moderation: dict[str, object] = {"result": result, "categories": categories}
         moderation["scores"] = _scores(results, categories)
         moderation["prompt_sha256"] = hashlib.sha256(text.encode()).hexdigest()
@@ -212,7 +203,7 @@ class Moderator:
         key = verdict_key(credential.scope, self.policy.model, text)
         cached = await self._cache.lookup(key)
         if cached is not None:
-            self.stats.checks["cached"] += 1
+            self.stats.cached()
             results: list[Mapping[str, Any]] = orjson.loads(cached.body)
             return results
         results = await self._ask_upstream(credential, text)
@@ -252,7 +243,7 @@ class Moderator:
         try:
             await self._strikes.add(_who(principal), self._clock(), self._limit[1])
         except StoreUnavailable:
-            self.stats.checks["strike_not_recorded"] += 1
+            self.stats.strike_lost()
 
     async def strike_report(self, team: str, user: str) -> dict[str, object]:
         """A user's recent strikes, the limit, and until when they are blocked (if they are)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # How much of a documented request is checked before it is sent (README, "Validation").
@@ -70,6 +71,16 @@ class LogSettings(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class MetricsSettings(BaseModel):
+    """Where `/metrics` is served, whether worker processes share it, and per-user labels."""
+
+    enabled: bool = True
+    port: int | None = Field(default=None, ge=0, le=65535)  # None: on the main port
+    host: str | None = None  # for `port`; None: the main host
+    multiproc_dir: Path | None = None  # shared by every worker process of one server
+    top_users: int = Field(default=0, ge=0, le=1000)  # per-user labels: 0 is off
+
+
 class Settings(BaseSettings):
     """Everything a Tollgate process needs to start."""
 
@@ -91,6 +102,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     log: LogSettings = LogSettings()
     cache: CacheSettings = CacheSettings()
+    metrics: MetricsSettings = MetricsSettings()
     admin_token: SecretStr | None = None
     data_file: Path | None = Path("data/tollgate-keys.json")
     pseudonym_secret: SecretStr | None = None
@@ -101,3 +113,17 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         """An empty TOLLGATE_DATA_FILE or TOLLGATE_CONFIG_FILE means none, not the cwd."""
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_multiprocess_directory(self) -> Settings:
+        """prometheus_client reads PROMETHEUS_MULTIPROC_DIR by itself; Tollgate decides here
+        and exports it (see `proxy.metrics.share_across_processes`), so a different value
+        set by hand would split the metrics between two directories."""
+        foreign = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        ours = self.metrics.multiproc_dir
+        if foreign is not None and (ours is None or Path(foreign) != ours):
+            raise ValueError(
+                "PROMETHEUS_MULTIPROC_DIR is set: set TOLLGATE_METRICS__MULTIPROC_DIR to the "
+                "same directory instead (Tollgate exports PROMETHEUS_MULTIPROC_DIR itself)"
+            )
+        return self

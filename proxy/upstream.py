@@ -11,6 +11,7 @@ connection is cut so a truncated answer can never pass for a complete one.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import orjson
@@ -114,17 +115,20 @@ class Upstream:
         url = URL(credential.origin + request.raw_path, encoded=True)
         headers = to_upstream(request.headers, credential.headers, _streamed_length(request, body))
         data = (body or None) if isinstance(body, bytes) else body.chunks()
+        sent = time.perf_counter()
         try:
             async with self.session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False
             ) as up:
-                facts.upstream_status = up.status
+                _answered(facts, up.status, time.perf_counter() - sent)
                 return await self._relay(request, up, facts)
         except TimeoutError:
+            facts.upstream_error = "timeout"
             raise UpstreamUnavailable(504, "The upstream API did not answer in time.") from None
-        except aiohttp.ClientError:
+        except aiohttp.ClientError as exc:
             if isinstance(body, StreamedBody) and body.overflowed:
                 raise PayloadTooLarge(body.limit) from None
+            facts.upstream_error = _failure_kind(exc)
             raise UpstreamUnavailable(502, "The upstream API could not be reached.") from None
 
     async def _relay(
@@ -136,6 +140,19 @@ class Upstream:
         if _wants_stream(up):
             return await _relay_stream(request, up, headers, facts)
         return web.Response(status=up.status, body=await up.read(), headers=headers)
+
+
+def _answered(facts: Facts, status: int, seconds: float) -> None:
+    """Upstream's answer has begun: its status and how long it took to come."""
+    facts.upstream_status = status
+    facts.upstream_seconds = seconds
+    if status >= 500:
+        facts.upstream_error = "5xx"
+
+
+def _failure_kind(exc: aiohttp.ClientError) -> str:
+    """`connect` when no connection was made; `reset` when one broke off."""
+    return "connect" if isinstance(exc, aiohttp.ClientConnectorError) else "reset"
 
 
 def _no_store(up: aiohttp.ClientResponse) -> bool:
@@ -166,6 +183,7 @@ async def _relay_stream(
             chunk = await up.content.readany()
         except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError):
             facts.aborted = "upstream_broke"
+            facts.upstream_error = "reset"
             _cut(request)
             return response
         try:

@@ -14,11 +14,15 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from aiohttp import web
+from prometheus_client.multiprocess import mark_process_dead
 
+from proxy.metrics import share_across_processes
 from proxy.settings import Settings
 
 AppFactory = Callable[[Settings], web.Application]
@@ -37,6 +41,24 @@ def check_workers(settings: Settings, workers: int) -> None:
             "--workers above 1 needs TOLLGATE_STORE=redis: with the memory store each worker "
             "would keep its own keys, quotas and cache"
         )
+
+
+def share_metrics(settings: Settings, workers: int) -> Settings:
+    """Sum every worker's metrics in one directory. One process just joins the configured one
+    (whoever started the set empties it); a master of several empties the configured one for
+    this run, or makes a fresh temporary one when none is set."""
+    directory = settings.metrics.multiproc_dir
+    if workers == 1:
+        if directory is not None:
+            share_across_processes(directory)
+        return settings
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="tollgate-metrics-"))
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    share_across_processes(directory)
+    metrics = settings.metrics.model_copy(update={"multiproc_dir": directory})
+    return settings.model_copy(update={"metrics": metrics})
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -75,6 +97,12 @@ def _start_worker(settings: Settings, factory: AppFactory) -> int:
     return pid
 
 
+def _forget_gauges(settings: Settings, pid: int) -> None:
+    """A worker that died without its own clean-up leaves live gauges; drop them."""
+    if settings.metrics.multiproc_dir is not None:
+        mark_process_dead(pid, str(settings.metrics.multiproc_dir))  # type: ignore[no-untyped-call]
+
+
 def serve_many(settings: Settings, factory: AppFactory, workers: int) -> int:
     """Fork `workers` processes on one port; forward stop signals; 0 when all stopped cleanly."""
     children = [_start_worker(settings, factory) for _ in range(workers)]
@@ -91,6 +119,7 @@ def serve_many(settings: Settings, factory: AppFactory, workers: int) -> int:
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             failed += 1
+            _forget_gauges(settings, pid)
     if failed:
         print(f"tollgate: {failed} worker(s) did not stop cleanly", file=sys.stderr)
     return 1 if failed else 0

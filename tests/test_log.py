@@ -31,6 +31,8 @@ FIELDS = {
     "model",
     "status",
     "upstream_status",
+    "upstream_error",
+    "upstream_ms",
     "bytes_in",
     "bytes_out",
     "latency_ms",
