@@ -332,6 +332,8 @@ def _moderation_inputs(raw: object) -> list[tuple[str, set[str]]]:
         return [(item, {"text"}) for item in raw]
     parts = [item for item in raw if isinstance(item, dict)]
     text = " ".join(str(part.get("text", "")) for part in parts if part.get("type") == "text")
+    urls = [str(part.get("image_url", {}).get("url", "")) for part in parts]
+    text = " ".join([text, *urls])  # a flag can name an image too, by its data URL
     kinds = {"image" if part.get("type") == "image_url" else "text" for part in parts}
     return [(text, kinds or {"text"})]
 

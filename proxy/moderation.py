@@ -12,9 +12,11 @@ through, counted either way. Logs carry categories, scores and a hash of the pro
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.auth import PRINCIPAL, Principal
+from proxy.body import SpooledBody
 from proxy.cache import Entry, ResponseCache
 from proxy.cachestore import PREFIX
 from proxy.call import Call
@@ -31,7 +34,7 @@ from proxy.errors import InvalidRequest, ProxyError
 from proxy.instruments import ModerationStats
 from proxy.keys import Clock
 from proxy.moderation_policy import ModerationPolicy, ModerationRules
-from proxy.route import CALL, FIELDS
+from proxy.route import BODY, CALL, FIELDS, FILES
 from proxy.store import StoreUnavailable
 from proxy.strikes import StrikeBook
 from proxy.tenancy import Credential
@@ -78,6 +81,44 @@ class StruckOut(ProxyError):
 
 class ModerationFailed(Exception):
     """The moderation endpoint did not give a usable verdict."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What one check sends: a prompt, input images (PNG bytes), or both."""
+
+    text: str | None
+    images: list[bytes]
+
+    def payload(self) -> object:
+        """A plain string for text alone, else OpenAI's multimodal input list."""
+        if not self.images:
+            return self.text
+        parts: list[dict[str, object]] = []
+        if self.text is not None:
+            parts.append({"type": "text", "text": self.text})
+        for image in self.images:
+            url = "data:image/png;base64," + base64.b64encode(image).decode()
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        return parts
+
+    def key(self) -> str:
+        """What identifies these inputs for the verdict cache (images by their hash)."""
+        if not self.images:
+            return self.text or ""
+        digests = [hashlib.sha256(image).hexdigest() for image in self.images]
+        return orjson.dumps([self.text, digests]).decode()
+
+
+def input_images(request: web.Request) -> list[bytes]:
+    """The input image of a held form (the omni model takes one image a check)."""
+    body = request[BODY]
+    if not isinstance(body, SpooledBody):
+        return []
+    for part in request[FILES]:
+        if part.name.startswith("image") and part.span is not None:
+            return [body.read(*part.span)]
+    return []
 
 
 def refusing(results: Sequence[Mapping[str, Any]], rules: ModerationRules) -> list[str]:
@@ -142,15 +183,19 @@ class Moderator:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         call, principal = request[CALL], request[PRINCIPAL]
         rules = self.policy.rules_for(principal.team)
-        if not self.policy.enabled or call.operation not in rules.operations:
+        checks_text = call.operation in rules.operations
+        checks_image = call.operation in rules.images
+        if not self.policy.enabled or not (checks_text or checks_image):
             return await handler(request)
         if call.operation.startswith("images."):
             await self._refuse_if_struck_out(principal)
         fields = request[FIELDS]
-        text = moderated_text(call, fields)
-        if text is None:
+        text = moderated_text(call, fields) if checks_text else None
+        images = input_images(request) if checks_image else []
+        if text is None and checks_text:
             return await self._nothing_to_check(request, handler, call)
-        await self._check(request[FACTS], principal, rules, text)
+        if text is not None or images:
+            await self._check(request[FACTS], principal, rules, Inputs(text, images))
         return await handler(request)
 
     async def _nothing_to_check(
@@ -166,18 +211,18 @@ class Moderator:
         return await handler(request)
 
     async def _check(
-        self, facts: Facts, principal: Principal, rules: ModerationRules, text: str
+        self, facts: Facts, principal: Principal, rules: ModerationRules, inputs: Inputs
     ) -> None:
         """Refuse with 400 (and a strike) if the verdict says so; fail as the policy says."""
         try:
-            results = await self._results(principal.credential, text)
+            results = await self._results(principal.credential, inputs)
         except ModerationFailed:
-            self._record(facts, text, "unavailable", [], [])
+            self._record(facts, inputs, "unavailable", [], [])
             if self.policy.failure == "fail_closed":
                 raise ModerationUnavailable() from None
             return
         categories = refusing(results, rules)
-        self._record(facts, text, "flagged" if categories else "clean", categories, results)
+        self._record(facts, inputs, "flagged" if categories else "clean", categories, results)
         if categories:
             await self._strike(principal)
             raise ContentPolicyViolation(categories)
@@ -185,7 +230,7 @@ class Moderator:
     def _record(
         self,
         facts: Facts,
-        text: str,
+        inputs: Inputs,
         result: str,
         categories: list[str],
         results: Sequence[Mapping[str, Any]],
@@ -193,27 +238,28 @@ class Moderator:
         self.stats.checked(result, categories)
         moderation: dict[str, object] = {"result": result, "categories": categories}
         moderation["scores"] = _scores(results, categories)
-        moderation["prompt_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        moderation["prompt_sha256"] = hashlib.sha256((inputs.text or "").encode()).hexdigest()
+        moderation["images"] = len(inputs.images)
         if self.policy.log_prompts:
-            moderation["prompt"] = text
+            moderation["prompt"] = inputs.text
         facts.moderation = moderation
 
-    async def _results(self, credential: Credential, text: str) -> list[Mapping[str, Any]]:
-        """The moderation results for `text`: from the verdict cache, or from upstream."""
-        key = verdict_key(credential.scope, self.policy.model, text)
+    async def _results(self, credential: Credential, inputs: Inputs) -> list[Mapping[str, Any]]:
+        """The moderation results for `inputs`: from the verdict cache, or from upstream."""
+        key = verdict_key(credential.scope, self.policy.model, inputs.key())
         cached = await self._cache.lookup(key)
         if cached is not None:
             self.stats.cached()
             results: list[Mapping[str, Any]] = orjson.loads(cached.body)
             return results
-        results = await self._ask_upstream(credential, text)
+        results = await self._ask_upstream(credential, inputs.payload())
         now = self._clock()
         entry = Entry(200, (), orjson.dumps(results), now, now + self.policy.verdict_ttl)
         await self._cache.store(key, entry)
         return results
 
-    async def _ask_upstream(self, credential: Credential, text: str) -> list[Mapping[str, Any]]:
-        payload = {"model": self.policy.model, "input": text}
+    async def _ask_upstream(self, credential: Credential, given: object) -> list[Mapping[str, Any]]:
+        payload = {"model": self.policy.model, "input": given}
         try:
             status, body = await self._upstream.post_json(
                 credential, "/v1/moderations", payload, self.policy.timeout

@@ -17,6 +17,7 @@ class ModerationRules(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     operations: tuple[str, ...] = ("images.generate", "images.edit")
+    images: tuple[str, ...] = ("images.edit", "images.create_variation")  # input images checked
     refuse: tuple[str, ...] | None = None  # None: every category OpenAI flags
     thresholds: dict[str, float] = Field(default_factory=dict)
 

@@ -11,6 +11,7 @@ connection is cut so a truncated answer can never pass for a complete one.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 
 import aiohttp
@@ -40,6 +41,14 @@ def client_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
     )
+
+
+def _sendable(body: bytes) -> bytes | io.BytesIO | None:
+    """Small bodies as bytes; past 1 MB a file-like aiohttp sends in chunks (raw bytes that
+    large would hold the event loop, and aiohttp warns of it); nothing for an empty body."""
+    if not body:
+        return None
+    return io.BytesIO(body) if len(body) > READ_WHOLE_LIMIT else body
 
 
 def _streamed_length(request: web.Request, body: Body) -> int | None:
@@ -101,7 +110,7 @@ class Upstream:
         headers = {**credential.headers, "Content-Type": "application/json"}
         async with self.session.post(
             credential.origin + path,
-            data=orjson.dumps(payload),
+            data=_sendable(orjson.dumps(payload)),
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=time_limit),
             allow_redirects=False,
@@ -114,7 +123,7 @@ class Upstream:
         """Relay `request` with `body` upstream on `credential`; answer with what comes back."""
         url = URL(credential.origin + request.raw_path, encoded=True)
         headers = to_upstream(request.headers, credential.headers, _streamed_length(request, body))
-        data = (body or None) if isinstance(body, bytes) else body.chunks()
+        data = _sendable(body) if isinstance(body, bytes) else body.chunks()
         sent = time.perf_counter()
         try:
             async with self.session.request(

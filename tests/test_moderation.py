@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -24,7 +25,7 @@ from tests.conftest import (
     Upstream,
     policy_for_tests,
 )
-from tests.samples import png
+from tests.samples import deprecated, png
 
 VIOLENT = "a knight who wants to kill the dragon"
 
@@ -332,3 +333,60 @@ async def test_a_second_prompt_cannot_smuggle_a_flagged_one(
     assert error["param"] == "prompt"
     assert "more than once" in error["message"]
     assert upstream.state.received == []
+
+
+def _data_url(picture: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(picture).decode()
+
+
+async def test_input_images_are_moderated_with_the_prompt(
+    sdk: openai.AsyncOpenAI, upstream: Upstream
+) -> None:
+    """An edit's image goes to moderation with its prompt, as one multimodal input; a flagged
+    picture is refused and the edit endpoint is never called."""
+    bad, fine = png(3), png(2)
+    upstream.state.knobs.flagged = {base64.b64encode(bad).decode(): {"violence/graphic": 0.9}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        await sdk.images.edit(image=("bad.png", bad, "image/png"), prompt="a hat")
+    assert "violence/graphic" in refused.value.message
+    await sdk.images.edit(image=("ok.png", fine, "image/png"), prompt="a hat")
+    checks = [json.loads(s.body) for s in upstream.state.received if s.path == "/v1/moderations"]
+    assert checks[0]["input"] == [
+        {"type": "text", "text": "a hat"},
+        {"type": "image_url", "image_url": {"url": _data_url(bad)}},
+    ]
+    assert paths(upstream) == ["/v1/moderations", "/v1/moderations", "/v1/images/edits"]
+
+
+async def test_variations_have_their_image_moderated(
+    sdk: openai.AsyncOpenAI, upstream: Upstream
+) -> None:
+    """A variation has no prompt: its image alone is checked, and a flagged one refused."""
+    bad = png(4)
+    upstream.state.knobs.flagged = {base64.b64encode(bad).decode(): {"sexual": 0.9}}
+    with pytest.raises(openai.BadRequestError), deprecated():
+        await sdk.images.create_variation(image=("bad.png", bad, "image/png"))
+    with deprecated():
+        await sdk.images.create_variation(image=("ok.png", png(2), "image/png"))
+    assert paths(upstream) == ["/v1/moderations", "/v1/moderations", "/v1/images/variations"]
+    check = json.loads(upstream.state.received[0].body)
+    assert check["input"] == [{"type": "image_url", "image_url": {"url": _data_url(bad)}}]
+
+
+async def test_image_moderation_can_be_turned_off(
+    make_proxy: MakeProxy, upstream: Upstream
+) -> None:
+    """With no image operations in the rules, a variation goes straight to upstream."""
+    proxy = await make_proxy(policy=moderated(rules=ModerationRules(images=())))
+    client = sdk_for(proxy)
+    with deprecated():
+        await client.images.create_variation(image=("ok.png", png(2), "image/png"))
+    await client.close()
+    assert paths(upstream) == ["/v1/images/variations"]
+
+
+async def test_image_verdicts_are_cached(sdk: openai.AsyncOpenAI, upstream: Upstream) -> None:
+    """The same picture and prompt twice: one moderation call."""
+    for _ in range(2):
+        await sdk.images.edit(image=("o.png", png(3), "image/png"), prompt="a hat")
+    assert paths(upstream).count("/v1/moderations") == 1
