@@ -1,4 +1,5 @@
-"""The YAML policy file (config/tollgate.yaml): who may use Tollgate, as frozen models."""
+"""The YAML policy file (config/tollgate.yaml): who may use Tollgate, and how much, as frozen
+models."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from proxy.limits import LimitsPolicy
+from proxy.prices import PriceTable
 
 
 class StaticKey(BaseModel):
@@ -50,6 +54,8 @@ class Policy(BaseModel):
     teams: dict[str, Team] = Field(default_factory=lambda: {"default": Team()})
     users: dict[str, User] = Field(default_factory=dict)
     keys: tuple[StaticKey, ...] = ()
+    limits: LimitsPolicy = LimitsPolicy()
+    prices: PriceTable = PriceTable()
 
     @field_validator("keys")
     @classmethod
@@ -64,6 +70,7 @@ class Policy(BaseModel):
     def _teams_exist(self) -> Policy:
         named = {self.default_team} | {user.team for user in self.users.values()}
         named |= {key.team for key in self.keys if key.team is not None}
+        named |= set(self.limits.teams)
         unknown = sorted(named - set(self.teams))
         if unknown:
             raise ValueError(f"unknown team(s): {', '.join(unknown)}")
