@@ -8,8 +8,9 @@ every replica refuses it from its very next request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,6 +24,8 @@ T = TypeVar("T")
 BY_ID = "tg:{tg-keys}:id:"
 BY_HASH = "tg:{tg-keys}:hash:"
 
+Script = Callable[[Sequence[str], Sequence[str | int]], Awaitable[Any]]
+
 
 class RedisStore:
     """One Redis server, through redis-py's asyncio client and its connection pool."""
@@ -35,6 +38,7 @@ class RedisStore:
             socket_timeout=settings.timeout,
             socket_connect_timeout=settings.timeout,
         )
+        self._timeout = settings.timeout
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis operation; any failure is `StoreUnavailable`, never a credential."""
@@ -42,6 +46,23 @@ class RedisStore:
             return await operation()
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
+
+    def script(self, source: str) -> Script:
+        """A Lua script, run by EVALSHA (loaded on first use and after a Redis restart).
+
+        A run fails like any call here, and never waits longer than the timeout in all,
+        redis-py's reconnect retries included.
+        """
+        registered = self._client.register_script(source)
+
+        async def run(keys: Sequence[str], args: Sequence[str | int]) -> Any:
+            async def bounded() -> Any:
+                async with asyncio.timeout(self._timeout):
+                    return await registered(keys=keys, args=args)
+
+            return await self._call(bounded)
+
+        return run
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless Redis answers PING in time."""
