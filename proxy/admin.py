@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from proxy.auth import bearer_token
 from proxy.errors import InvalidRequest, ProxyError, Unauthorized
 from proxy.keys import KeyRecord, KeyService, UnknownKey
+from proxy.limits import key_rules
 from proxy.policy import Policy
 
 Pattern = str
@@ -43,6 +44,14 @@ class KeyChange(BaseModel):
     metadata: dict[str, str] | None = None
 
     _maps = field_validator("limits", "metadata")(lambda cls, v: v if v is None else _small_map(v))
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_parse(cls, limits: dict[str, str] | None) -> dict[str, str] | None:
+        """Operation pattern -> limit string(s), e.g. {"images.*": "10 images/day"}."""
+        if limits is not None:
+            key_rules(limits)
+        return limits
 
 
 class KeyCreate(KeyChange):

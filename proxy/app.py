@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.admin import AdminApi, add_admin_routes
+from proxy.allowance import Allowances
 from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
 from proxy.context import FACTS, SETTINGS
 from proxy.endpoints import EndpointTable
@@ -19,9 +20,12 @@ from proxy.enduser import enduser_middleware
 from proxy.errors import error_middleware
 from proxy.health import STORE, UPSTREAM, add_health_routes
 from proxy.keys import Clock, KeyService
+from proxy.limiter import open_limiter
 from proxy.log import build_logger, log_middleware
 from proxy.permit import permit_middleware
 from proxy.policy import Policy, load_policy
+from proxy.quota import QUOTA_STATS, Quota
+from proxy.quota_headers import add_rate_limit_headers
 from proxy.route import BODY, route_middleware
 from proxy.settings import Settings
 from proxy.store import Store, open_store
@@ -52,9 +56,14 @@ def _chain(stages: list[Middleware], handler: Handler) -> Handler:
 
 
 def _v1_handler(
-    settings: Settings, authenticator: Authenticator, tenancy: Tenancy, upstream: Upstream
+    settings: Settings,
+    authenticator: Authenticator,
+    tenancy: Tenancy,
+    upstream: Upstream,
+    quota: Quota,
 ) -> Handler:
-    """Every `/v1` request, in order: who, what, may they, on whose behalf, then upstream."""
+    """Every `/v1` request, in order: who, what, may they, on whose behalf, how much, then
+    upstream."""
 
     async def forward(request: web.Request) -> web.StreamResponse:
         credential = request[PRINCIPAL].credential
@@ -67,6 +76,7 @@ def _v1_handler(
         ),
         permit_middleware(),
         enduser_middleware(tenancy),
+        quota.stage,
     ]
     return _chain(pipeline, forward)
 
@@ -96,6 +106,10 @@ def create_app(
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     add_admin_routes(app, AdminApi(KeyService(store, clock), policy), admin_token)
     authenticator = Authenticator(policy, tenancy, store, clock)
-    v1 = _v1_handler(settings, authenticator, tenancy, upstream)
+    limiter = open_limiter(store, settings.quota, clock)
+    quota = Quota(Allowances(policy.limits, policy.prices), limiter, settings.quota, clock)
+    app[QUOTA_STATS] = quota.stats
+    app.on_response_prepare.append(add_rate_limit_headers)
+    v1 = _v1_handler(settings, authenticator, tenancy, upstream, quota)
     app.router.add_route("*", "/v1/{tail:.*}", v1)
     return app

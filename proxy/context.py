@@ -29,6 +29,11 @@ class Facts:
     upstream_status: int | None = None
     aborted: str | None = None  # "client_gone" or "upstream_broke" once the answer has started
     known_id: str | None = None  # upstream's x-request-id, or Tollgate's once one was needed
+    quota: str | None = None  # "admitted", "refused", "bypassed" (fail_open), "unavailable"
+    quota_cost: dict[str, int] | None = None  # what was charged: requests, images, spend_micros
+    quota_reason: str | None = None  # the limit that refused, or why the store was skipped
+    quota_shadow: list[str] | None = None  # shadow limits the request went over
+    quota_refund: str | None = None  # why the charge was given back ("... (lost)" if it failed)
 
     @property
     def request_id(self) -> str:

@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 
 from proxy.call import IMAGE_OPERATIONS, Call
-from proxy.limits import to_micros
+from proxy.limits import dollars, to_micros
 
 MAX_IMAGES = 10  # the documented maximum `n`
 
-Micros = Annotated[int, BeforeValidator(to_micros)]
+Micros = Annotated[int, BeforeValidator(to_micros), PlainSerializer(dollars)]
 SizePrices = dict[str, Micros]  # size -> price of one image
 ModelPrices = dict[str, SizePrices]  # quality -> sizes
 

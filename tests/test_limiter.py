@@ -282,10 +282,10 @@ def _snapshot(admission: Admission) -> list[tuple[int, bool, bool, int, int]]:
 
 async def test_memory_and_redis_agree_on_a_long_random_run(flush_redis: RedisServer) -> None:
     """The Python counters and the Lua scripts give the same answers, step by step."""
-    clocks = [FakeClock(), FakeClock()]
+    clocks, url = [FakeClock(), FakeClock()], SecretStr(flush_redis.url)
     stores = [
         open_store(Settings(store="memory", data_file=None)),
-        open_store(Settings(store="redis", redis=RedisSettings(url=SecretStr(flush_redis.url)))),
+        open_store(Settings(store="redis", redis=RedisSettings(url=url, timeout=1.0))),
     ]
     limiters = [
         open_limiter(s, QuotaSettings(lease=5.0), c) for s, c in zip(stores, clocks, strict=True)

@@ -1,0 +1,256 @@
+"""The quota room: a request is charged against every limit it meets before it is sent.
+
+One charge, all or nothing (proxy/limiter.py), before anything goes upstream, so concurrent
+requests cannot overshoot a limit. Over a limit: 429 in OpenAI's shape (`rate_limit_exceeded`,
+or `insufficient_quota` for a spend budget) with `Retry-After`; every answer of a limited
+request carries `x-ratelimit-*` headers (proxy/quota_headers.py).
+
+Afterwards the charge is settled: concurrency slots are always freed, and a request that got
+no billable answer gets its charge back: no answer from upstream (502, 504, a refusal by a
+later room, a client gone before upstream answered), upstream 5xx or 429, or a later room's
+`not_billable(request, reason)` (a moderation refusal, say).
+
+When the store fails (or the circuit breaker keeps it from being asked), the configured
+failure mode decides: `fail_open` admits and counts the bypass, `fail_closed` answers 503.
+Either way the log line says so. Shadow limits are counted and logged, never enforced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy.allowance import Allowances
+from proxy.auth import PRINCIPAL
+from proxy.breaker import BreakerOpen
+from proxy.context import FACTS, Facts
+from proxy.errors import ProxyError
+from proxy.keys import Clock
+from proxy.limiter import NEVER, Admission, Charge, Limiter, Reading
+from proxy.limits import Kind, dollars
+from proxy.quota_headers import HEADERS, duration, rate_limit_headers, retry_after
+from proxy.route import CALL, FIELDS
+from proxy.settings import QuotaSettings
+from proxy.store import StoreUnavailable
+
+_QUOTA = (
+    "You exceeded your current quota, please check your plan and billing details. "
+    "{subject} may spend {limit}: this request costs ${cost} and ${left} is left."
+)
+_RATE = (
+    "Rate limit reached for {subject} on {kind} ({limit}): Limit {amount}, Used {used}, "
+    "Requested {cost}."
+)
+_SLOTS = "Too many requests in flight for {subject} ({limit}): wait until one finishes."
+_NEVER = " This request costs more than the whole limit: it cannot succeed as it is."
+
+
+@dataclass(slots=True)
+class QuotaStats:
+    """Running counts for the metrics room to export."""
+
+    admitted: int = 0
+    refused: int = 0
+    bypassed: int = 0  # fail_open: let through unchecked
+    unavailable: int = 0  # fail_closed: refused with 503
+    shadow_refusals: int = 0
+    refunds: int = 0
+    refunds_lost: int = 0
+
+
+@dataclass(slots=True)
+class Billing:
+    """Whether a request's answer is billable; later rooms may say it is not."""
+
+    waived: str | None = None
+
+
+BILLING = web.RequestKey("billing", Billing)
+QUOTA_STATS = web.AppKey("quota_stats", QuotaStats)
+
+
+def not_billable(request: web.Request, reason: str) -> None:
+    """For rooms after quota: this request got no billable answer; give its charge back."""
+    billing = request.get(BILLING)
+    if billing is not None and billing.waived is None:
+        billing.waived = reason
+
+
+class QuotaUnavailable(ProxyError):
+    """503 in fail_closed mode: limits cannot be checked right now."""
+
+    def __init__(self, retry_s: float) -> None:
+        super().__init__(
+            503,
+            "Tollgate cannot check usage limits right now; please retry shortly.",
+            type="server_error",
+            code="quota_store_unavailable",
+            headers={"Retry-After": str(max(1, math.ceil(retry_s)))},
+        )
+
+
+def _message(reading: Reading) -> str:
+    limit = reading.counter.rule.limit
+    fields = {"subject": reading.counter.subject.capitalize(), "limit": limit}
+    if limit.kind is Kind.SPEND:
+        text = _QUOTA.format(**fields, cost=dollars(reading.cost), left=dollars(reading.remaining))
+    elif limit.kind is Kind.CONCURRENT:
+        text = _SLOTS.format(**fields)
+    else:
+        used = limit.amount - reading.remaining
+        text = _RATE.format(
+            **fields, kind=limit.kind, amount=limit.amount, used=used, cost=reading.cost
+        )
+    if reading.retry_ms == NEVER:
+        return text + _NEVER
+    return text + f" Please try again in {duration(reading.retry_ms)}."
+
+
+def _worst(refusals: list[Reading]) -> Reading:
+    """The refusal to report: a spend budget first, then the longest wait."""
+    return max(
+        refusals,
+        key=lambda r: (r.counter.rule.limit.kind is Kind.SPEND, r.retry_ms == NEVER, r.retry_ms),
+    )
+
+
+class OverLimit(ProxyError):
+    """429 naming the limit the request did not fit, with when to retry."""
+
+    def __init__(self, admission: Admission) -> None:
+        worst = _worst(admission.refusals)
+        spend = worst.counter.rule.limit.kind is Kind.SPEND
+        kind = "insufficient_quota" if spend else worst.counter.rule.limit.kind.value
+        kind = "requests" if kind == Kind.CONCURRENT else kind
+        headers = rate_limit_headers(admission.readings)
+        waits = [r.retry_ms for r in admission.refusals]
+        headers |= retry_after(NEVER if NEVER in waits else max(waits))
+        code = "insufficient_quota" if spend else "rate_limit_exceeded"
+        super().__init__(429, _message(worst), type=kind, code=code, headers=headers)
+
+
+def _cost(charges: list[Charge]) -> dict[str, int]:
+    cost: dict[str, int] = {}
+    for counter, units in (pair for tag in charges for pair in tag):
+        kind = counter.rule.limit.kind
+        cost["spend_micros" if kind is Kind.SPEND else kind.value] = units
+    return cost
+
+
+def _refund_reason(facts: Facts, billing: Billing, cancelled: bool) -> str | None:
+    """Why the request is not billable, or None when it is."""
+    if billing.waived is not None:
+        return billing.waived
+    status = facts.upstream_status
+    if status is None:
+        return "client_gone" if cancelled else "no_upstream_answer"
+    if status >= 500 or status == 429:
+        return f"upstream_{status}"
+    return None
+
+
+class Quota:
+    """The quota stage, with its limiter, failure mode and counts."""
+
+    def __init__(
+        self, allowances: Allowances, limiter: Limiter, settings: QuotaSettings, clock: Clock
+    ) -> None:
+        self._allowances = allowances
+        self._limiter = limiter
+        self._fail_open = settings.failure_mode == "fail_open"
+        self._clock = clock
+        self._settling: set[asyncio.Task[None]] = set()
+        self.stats = QuotaStats()
+
+    def _now_ms(self) -> int:
+        return math.floor(self._clock() * 1000)
+
+    async def stage(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Charge, refuse or admit; after the answer, settle (refund, free slots)."""
+        call = request[CALL]
+        groups = self._allowances.groups(request[PRINCIPAL], call.operation)
+        if not groups:
+            return await handler(request)
+        fields: dict[str, object] = request[FIELDS]
+        charges = self._allowances.costs(groups, call, fields)
+        if not charges:
+            return await handler(request)
+        facts = request[FACTS]
+        facts.quota_cost = _cost(charges)
+        admission = await self._admit(charges, facts)
+        if admission is None:
+            return await handler(request)
+        request[HEADERS] = rate_limit_headers(admission.readings)
+        billing = request[BILLING] = Billing()
+        try:
+            response = await handler(request)
+        except asyncio.CancelledError:
+            await self._settle_shielded(admission, facts, billing)
+            raise
+        except BaseException:
+            await self._settle(admission, facts, billing, cancelled=False)
+            raise
+        await self._settle(admission, facts, billing, cancelled=False)
+        return response
+
+    async def _admit(self, charges: list[Charge], facts: Facts) -> Admission | None:
+        """The admission, a 429 or 503, or None when the store is bypassed (fail_open)."""
+        try:
+            admission = await self._limiter.charge(charges, self._now_ms())
+        except StoreUnavailable as exc:
+            self._store_failed(exc, facts)
+            return None
+        shadow = admission.shadow_refusals
+        if shadow:
+            self.stats.shadow_refusals += 1
+            facts.quota_shadow = [f"{r.counter.subject}: {r.counter.rule}" for r in shadow]
+        if not admission.admitted:
+            self.stats.refused += 1
+            worst = _worst(admission.refusals)
+            facts.quota = "refused"
+            facts.quota_reason = f"{worst.counter.subject}: {worst.counter.rule}"
+            raise OverLimit(admission)
+        self.stats.admitted += 1
+        facts.quota = "admitted"
+        return admission
+
+    def _store_failed(self, exc: StoreUnavailable, facts: Facts) -> None:
+        facts.quota_reason = "breaker_open" if isinstance(exc, BreakerOpen) else str(exc)
+        if self._fail_open:
+            self.stats.bypassed += 1
+            facts.quota = "bypassed"
+            return
+        self.stats.unavailable += 1
+        facts.quota = "unavailable"
+        raise QuotaUnavailable(self._limiter.breaker.retry_after())
+
+    async def _settle(
+        self, admission: Admission, facts: Facts, billing: Billing, *, cancelled: bool
+    ) -> None:
+        """Free the slots; refund when the answer was not billable. Never raises."""
+        reason = _refund_reason(facts, billing, cancelled)
+        now = self._now_ms()
+        try:
+            for readings in admission.groups:
+                await self._limiter.settle_tag(
+                    readings, admission.token, now, refund=reason is not None
+                )
+        except StoreUnavailable:
+            if reason is not None:
+                self.stats.refunds_lost += 1
+                facts.quota_refund = f"{reason} (lost)"
+            return
+        if reason is not None:
+            self.stats.refunds += 1
+            facts.quota_refund = reason
+
+    async def _settle_shielded(self, admission: Admission, facts: Facts, billing: Billing) -> None:
+        """Settle a cancelled request in a task of its own, which a second cancel cannot stop."""
+        task = asyncio.create_task(self._settle(admission, facts, billing, cancelled=True))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        await asyncio.shield(task)
