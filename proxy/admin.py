@@ -149,10 +149,10 @@ class AdminApi:
         return _shown(record, secret)
 
 
-def _guarded(token: str | None, handler: Handler) -> Handler:
+def guarded(token: str | None, handler: Handler) -> Handler:
     """`handler`, answering 401 unless the request bears the admin token."""
 
-    async def guarded(request: web.Request) -> web.StreamResponse:
+    async def checked(request: web.Request) -> web.StreamResponse:
         if token is None:
             raise Unauthorized(_OFF)
         given = bearer_token(request.headers.get("Authorization", "")) or ""
@@ -160,7 +160,7 @@ def _guarded(token: str | None, handler: Handler) -> Handler:
             raise Unauthorized(_WRONG)
         return await handler(request)
 
-    return guarded
+    return checked
 
 
 def add_admin_routes(app: web.Application, api: AdminApi, token: str | None) -> None:
@@ -174,4 +174,4 @@ def add_admin_routes(app: web.Application, api: AdminApi, token: str | None) -> 
         ("POST", "/admin/keys/{key_id}/rotate", api.rotate),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, path, _guarded(token, handler))
+        app.router.add_route(method, path, guarded(token, handler))

@@ -31,6 +31,7 @@ from proxy.settings import Settings
 from proxy.store import Store, open_store
 from proxy.tenancy import Tenancy
 from proxy.upstream import Upstream
+from proxy.usage import UsageApi, add_usage_routes
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -104,10 +105,13 @@ def create_app(
     app.cleanup_ctx.append(_resources(store, upstream))
     add_health_routes(app)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    add_admin_routes(app, AdminApi(KeyService(store, clock), policy), admin_token)
+    keys = KeyService(store, clock)
+    add_admin_routes(app, AdminApi(keys, policy), admin_token)
     authenticator = Authenticator(policy, tenancy, store, clock)
     limiter = open_limiter(store, settings.quota, clock)
-    quota = Quota(Allowances(policy.limits, policy.prices), limiter, settings.quota, clock)
+    allowances = Allowances(policy.limits, policy.prices)
+    add_usage_routes(app, UsageApi(allowances, limiter, keys, policy, clock), admin_token)
+    quota = Quota(allowances, limiter, settings.quota, clock)
     app[QUOTA_STATS] = quota.stats
     app.on_response_prepare.append(add_rate_limit_headers)
     v1 = _v1_handler(settings, authenticator, tenancy, upstream, quota)
