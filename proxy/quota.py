@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Coroutine
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -95,8 +96,9 @@ class QuotaUnavailable(ProxyError):
 
 def _message(reading: Reading) -> str:
     limit = reading.counter.rule.limit
-    fields = {"subject": reading.counter.subject.capitalize(), "limit": limit}
+    fields = {"subject": reading.counter.subject, "limit": limit}
     if limit.kind is Kind.SPEND:
+        fields["subject"] = reading.counter.subject.capitalize()  # it starts a sentence
         text = _QUOTA.format(**fields, cost=dollars(reading.cost), left=dollars(reading.remaining))
     elif limit.kind is Kind.CONCURRENT:
         text = _SLOTS.format(**fields)
@@ -186,21 +188,19 @@ class Quota:
             return await handler(request)
         request[HEADERS] = rate_limit_headers(admission.readings)
         billing = request[BILLING] = Billing()
+        cancelled = False
         try:
-            response = await handler(request)
+            return await handler(request)
         except asyncio.CancelledError:
-            await self._settle_shielded(admission, facts, billing)
+            cancelled = True
             raise
-        except BaseException:
-            await self._settle(admission, facts, billing, cancelled=False)
-            raise
-        await self._settle(admission, facts, billing, cancelled=False)
-        return response
+        finally:
+            await self._settle(admission, facts, billing, cancelled=cancelled)
 
     async def _admit(self, charges: list[Charge], facts: Facts) -> Admission | None:
         """The admission, a 429 or 503, or None when the store is bypassed (fail_open)."""
         try:
-            admission = await self._limiter.charge(charges, self._now_ms())
+            admission = await self._charge(charges, facts)
         except StoreUnavailable as exc:
             self._store_failed(exc, facts)
             return None
@@ -218,6 +218,24 @@ class Quota:
         facts.quota = "admitted"
         return admission
 
+    async def _charge(self, charges: list[Charge], facts: Facts) -> Admission:
+        """The limiter's charge, run to its end even if the client leaves meanwhile, and then
+        given back: a charge cut off half way would keep its slots until their lease ends."""
+        charging = asyncio.ensure_future(self._limiter.charge(charges, self._now_ms()))
+        try:
+            return await asyncio.shield(charging)
+        except asyncio.CancelledError:
+            self._keep(self._give_back(charging, facts))
+            raise
+
+    async def _give_back(self, charging: asyncio.Future[Admission], facts: Facts) -> None:
+        try:
+            admission = await charging
+        except StoreUnavailable:
+            return
+        if admission.admitted:
+            await self._settle_now(admission, facts, "client_gone")
+
     def _store_failed(self, exc: StoreUnavailable, facts: Facts) -> None:
         facts.quota_reason = "breaker_open" if isinstance(exc, BreakerOpen) else str(exc)
         if self._fail_open:
@@ -231,8 +249,23 @@ class Quota:
     async def _settle(
         self, admission: Admission, facts: Facts, billing: Billing, *, cancelled: bool
     ) -> None:
-        """Free the slots; refund when the answer was not billable. Never raises."""
+        """Free the slots, and refund an answer that was not billable, in a task of its own
+        that a cancelled request cannot stop half way. Nothing to do costs nothing."""
         reason = _refund_reason(facts, billing, cancelled)
+        charged = (reading for readings in admission.groups for reading in readings)
+        if reason is None and not any(r.charged and r.counter.slots for r in charged):
+            return
+        await asyncio.shield(self._keep(self._settle_now(admission, facts, reason)))
+
+    def _keep(self, settling: Coroutine[None, None, None]) -> asyncio.Task[None]:
+        """Run `settling` as a task, and hold on to it until it is done."""
+        task = asyncio.ensure_future(settling)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        return task
+
+    async def _settle_now(self, admission: Admission, facts: Facts, reason: str | None) -> None:
+        """Settle every charged tag. Never raises: a failure is a lost refund, logged."""
         now = self._now_ms()
         try:
             for readings in admission.groups:
@@ -247,10 +280,3 @@ class Quota:
         if reason is not None:
             self.stats.refunds += 1
             facts.quota_refund = reason
-
-    async def _settle_shielded(self, admission: Admission, facts: Facts, billing: Billing) -> None:
-        """Settle a cancelled request in a task of its own, which a second cancel cannot stop."""
-        task = asyncio.create_task(self._settle(admission, facts, billing, cancelled=True))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-        await asyncio.shield(task)

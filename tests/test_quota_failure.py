@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import subprocess
@@ -165,6 +166,35 @@ async def test_fail_closed_answers_503_and_recovers(
     clock.advance(COOLDOWN)
     assert (await send(proxy))[0] == 200
     assert quota_facts(proxy) == (200, "admitted", None)
+
+
+async def test_a_client_gone_while_its_charge_is_in_flight_gets_it_back(
+    make_proxy: MakeProxy, own_redis: OwnRedis
+) -> None:
+    """The charge is finished and then undone, so no slot or allowance leaks."""
+    proxy = await make_proxy(
+        clock=FakeClock(),
+        policy=limited({"users": {"alice": ["2/minute", "1 concurrent"]}}),
+        store="redis",
+        redis=RedisSettings(url=SecretStr(own_redis.url), timeout=10.0),
+    )
+    assert (await send(proxy))[0] == 200  # a pooled connection, the scripts loaded
+    own_redis.pause(True)
+    try:
+        leaving = asyncio.create_task(send(proxy))
+        await asyncio.sleep(0.3)  # let the request's charge reach Redis, which holds it
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+    finally:
+        own_redis.pause(False)
+    for _ in range(200):  # until the charge, finished after all, has been given back
+        status, _, body = await send(proxy)
+        if status == 200:
+            break
+        await asyncio.sleep(0.01)
+    assert status == 200, body
+    assert stats(proxy).refunds == 1
 
 
 async def test_a_refund_lost_with_redis_is_logged_and_counted(
