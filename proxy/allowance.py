@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from proxy.auth import Principal
 from proxy.call import Call
+from proxy.errors import ProxyError
 from proxy.limiter import Charge, Counter
 from proxy.limits import Kind, LimitsPolicy, Rule, key_rules
 from proxy.prices import PriceTable, images_asked
@@ -27,6 +28,19 @@ from proxy.prices import PriceTable, images_asked
 CACHE_SIZE = 4096  # resolved (principal, operation) pairs kept; all forgotten when full
 
 Groups = tuple[tuple[Counter, ...], ...]
+
+
+class UnreadableLimits(ProxyError):
+    """500: a key record's limits do not parse (the admin API refuses such limits; an older
+    record may still hold them). The key is refused rather than let through unlimited."""
+
+    def __init__(self, key_id: str, problem: str) -> None:
+        super().__init__(
+            500,
+            f"The limits of key {key_id} cannot be read ({problem}); ask an admin to fix them.",
+            type="server_error",
+            code="invalid_key_limits",
+        )
 
 
 def _name(text: str) -> str:
@@ -77,7 +91,10 @@ class Allowances:
         if groups is None:
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
-            groups = self._cache[found] = self._resolve(principal, operation)
+            try:
+                groups = self._cache[found] = self._resolve(principal, operation)
+            except ValueError as exc:
+                raise UnreadableLimits(principal.key_id, str(exc)) from None
         return groups
 
     def _resolve(self, principal: Principal, operation: str) -> Groups:

@@ -17,6 +17,7 @@ from proxy.auth import PRINCIPAL, Principal
 from proxy.call import Call
 from proxy.context import FACTS, Facts
 from proxy.errors import ProxyError, render
+from proxy.health import STORE
 from proxy.keys import hash_key
 from proxy.limiter import Limiter, open_limiter
 from proxy.limits import LimitsPolicy
@@ -427,3 +428,19 @@ async def test_a_later_room_can_mark_an_answer_not_billable(
     assert (await _through_quota(aiohttp_server, quota, billable))[1] == 200
     facts, status = await _through_quota(aiohttp_server, quota, billable)
     assert (status, facts.quota) == (429, "refused")
+
+
+async def test_a_key_record_with_unreadable_limits_is_refused(
+    make_proxy: MakeProxy, upstream: Upstream
+) -> None:
+    """An old record holding a limit that does not parse: 500 naming the key, nothing sent."""
+    proxy = await make_proxy(clock=FakeClock(), policy=limited({}))
+    record = await issue(proxy, user="alice", team="red")
+    store = proxy.server.app[STORE]
+    saved = await store.key_by_id(record["id"])
+    assert saved is not None
+    await store.save_key(saved.model_copy(update={"limits": {"*": "lots"}}))
+    status, _, body = await send(proxy, key=record["key"])
+    assert (status, body["error"]["code"]) == (500, "invalid_key_limits")
+    assert record["id"] in body["error"]["message"]
+    assert upstream.state.received == []
