@@ -72,11 +72,13 @@ class Counter:
     key: str
     rule: Rule
     subject: str  # "key key_123", "user alice", "team red"
+    slots: bool = field(init=False)  # counts requests in flight rather than a rate
+    unit: int = field(init=False)  # one unit of allowance on the counter's clock
 
-    @property
-    def slots(self) -> bool:
-        """Whether this counts requests in flight rather than a rate."""
-        return self.rule.limit.kind is Kind.CONCURRENT
+    def __post_init__(self) -> None:
+        slots = self.rule.limit.kind is Kind.CONCURRENT
+        object.__setattr__(self, "slots", slots)
+        object.__setattr__(self, "unit", 1 if slots else self.rule.limit.period_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +95,9 @@ class Entry:
     after: int = 0  # settle only: the rate's TAT right after the charge
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reading:
-    """What one counter said about one request."""
+    """What one counter said about one request (what follows from it is worked out once)."""
 
     counter: Counter
     cost: int
@@ -103,26 +105,16 @@ class Reading:
     level: int  # before this request: owed, on the counter's clock, or requests in flight
     fits: bool
     charged: bool
+    owed: int = field(init=False)  # the level once this request is counted (or not)
+    remaining: int = field(init=False)  # whole units that still fit
+    reset_ms: int = field(init=False)  # until the limit is whole again (0 for concurrency)
 
-    @property
-    def _unit(self) -> int:
-        """One unit of allowance on the counter's clock."""
-        return 1 if self.counter.slots else self.counter.rule.limit.period_ms
-
-    @property
-    def owed(self) -> int:
-        """The level once this request is counted (or not)."""
-        return self.level + self.cost * self._unit if self.charged else self.level
-
-    @property
-    def remaining(self) -> int:
-        """Whole units that still fit (requests, images, micro-dollars or slots)."""
-        return max(0, self.counter.rule.limit.amount - ceil_div(self.owed, self._unit))
-
-    @property
-    def reset_ms(self) -> int:
-        """Milliseconds until the limit is whole again (0 for concurrency)."""
-        return 0 if self.counter.slots else ceil_div(self.owed, self.counter.rule.limit.amount)
+    def __post_init__(self) -> None:
+        counter, unit = self.counter, self.counter.unit
+        amount = counter.rule.limit.amount
+        self.owed = owed = self.level + self.cost * unit if self.charged else self.level
+        self.remaining = max(0, amount - ceil_div(owed, unit))
+        self.reset_ms = 0 if counter.slots else ceil_div(owed, amount)
 
     @property
     def retry_ms(self) -> int:
@@ -132,7 +124,7 @@ class Reading:
             return NEVER
         if self.counter.slots:
             return 1000
-        excess = self.level + (self.cost - limit.amount) * self._unit
+        excess = self.level + (self.cost - limit.amount) * self.counter.unit
         return ceil_div(max(0, excess), limit.amount)
 
 
@@ -161,6 +153,8 @@ Charge = Sequence[tuple[Counter, int]]  # one tag's counters and what the reques
 
 class CounterStore(Protocol):
     """Where counters live: the same semantics in memory and in Redis (one script each)."""
+
+    remote: bool  # calls go over the network (and so can be cut off half way)
 
     async def charge(
         self, entries: Sequence[Entry], now_ms: int, token: str, lease_ms: int
@@ -203,6 +197,11 @@ class Limiter:
         self._store = store
         self._breaker = breaker
         self._lease_ms = lease_ms
+
+    @property
+    def remote(self) -> bool:
+        """Whether a charge waits on the network: an in-process one never suspends."""
+        return self._store.remote
 
     @property
     def breaker(self) -> Breaker:

@@ -220,7 +220,10 @@ class Quota:
 
     async def _charge(self, charges: list[Charge], facts: Facts) -> Admission:
         """The limiter's charge, run to its end even if the client leaves meanwhile, and then
-        given back: a charge cut off half way would keep its slots until their lease ends."""
+        given back: a charge cut off half way would keep its slots until their lease ends.
+        An in-process charge never suspends, so it needs no such care."""
+        if not self._limiter.remote:
+            return await self._limiter.charge(charges, self._now_ms())
         charging = asyncio.ensure_future(self._limiter.charge(charges, self._now_ms()))
         try:
             return await asyncio.shield(charging)

@@ -15,8 +15,6 @@ from aiohttp import web
 from proxy.limiter import NEVER, Reading
 from proxy.limits import Kind, dollars
 
-SHOWN = (Kind.REQUESTS, Kind.IMAGES, Kind.SPEND)
-
 HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey[dict[str, str]]("ratelimit_headers")
 
 
@@ -40,19 +38,16 @@ def _amount(kind: Kind, units: int) -> str:
     return dollars(units) if kind is Kind.SPEND else str(units)
 
 
-def _tighter(candidate: Reading, current: Reading | None) -> bool:
-    if current is None:
-        return True
-    return (candidate.remaining, -candidate.reset_ms) < (current.remaining, -current.reset_ms)
-
-
 def rate_limit_headers(readings: Iterable[Reading]) -> dict[str, str]:
     """The headers for what `readings` say, one set per kind met."""
     tightest: dict[Kind, Reading] = {}
     for reading in readings:
-        kind = reading.counter.rule.limit.kind
-        shown = kind in SHOWN and not reading.counter.rule.shadow
-        if shown and _tighter(reading, tightest.get(kind)):
+        rule = reading.counter.rule
+        kind = rule.limit.kind
+        if kind is Kind.CONCURRENT or rule.shadow:
+            continue
+        best = tightest.get(kind)
+        if best is None or (reading.remaining, best.reset_ms) < (best.remaining, reading.reset_ms):
             tightest[kind] = reading
     headers: dict[str, str] = {}
     for kind, reading in tightest.items():

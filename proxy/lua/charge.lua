@@ -9,7 +9,7 @@
 --
 -- KEYS[i]     counter i; all keys share one {hash tag}, so this works on Redis Cluster
 -- ARGV[1..3]  now (ms), the request's token, how long a concurrency slot is leased (ms)
--- then seven values per counter:
+-- ARGV[3+i]   counter i: "kind whole rest amount period cost shadow", where
 --   kind        "r": a rate (GCRA);  "s": concurrency slots, a sorted set of tokens scored
 --               by the end of their lease (ms)
 --   whole rest  now on the counter's clock (rates)
@@ -22,62 +22,65 @@
 -- nothing is owed); for slots, a is the number in flight. fits is 1 when the request fits.
 
 local now_ms, token, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local reply, tats, fits = {1}, {}, {}
+local reply, counters = {1}, {}
 
-local function tat_of(key, whole, rest)
-  local stored = redis.call("GET", key)
-  if not stored then
-    return whole, rest
-  end
-  local w, r = string.match(stored, "^(-?%d+):(%d+)$")
-  return tonumber(w), tonumber(r)
+local function parse(text)
+  local kind, whole, rest, amount, period, cost, shadow =
+    string.match(text, "^(%a) (%-?%d+) (%d+) (%d+) (%d+) (%d+) (%d)$")
+  return {
+    kind = kind, whole = tonumber(whole), rest = tonumber(rest), amount = tonumber(amount),
+    period = tonumber(period), cost = tonumber(cost), shadow = shadow == "1",
+  }
 end
 
-local function read_rate(i, key, at)
-  local whole, rest = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local tat_whole, tat_rest = tat_of(key, whole, rest)
-  local a, b = tat_whole - whole, tat_rest - rest
-  local owed = math.max(0, a + ((b > 0) and 1 or 0)) -- whole units owed, rounded up
-  tats[i] = (a < 0 or (a == 0 and b <= 0)) and {whole, rest} or {tat_whole, tat_rest}
-  return a, b, owed
+local function read_rate(key, c)
+  local tat_whole, tat_rest = c.whole, c.rest
+  local stored = redis.call("GET", key)
+  if stored then
+    local w, r = string.match(stored, "^(-?%d+):(%d+)$")
+    tat_whole, tat_rest = tonumber(w), tonumber(r)
+  end
+  local a, b = tat_whole - c.whole, tat_rest - c.rest
+  if a < 0 or (a == 0 and b <= 0) then
+    c.base_whole, c.base_rest = c.whole, c.rest -- nothing owed: a charge starts from now
+  else
+    c.base_whole, c.base_rest = tat_whole, tat_rest
+  end
+  return a, b, math.max(0, a + ((b > 0) and 1 or 0)) -- owed: whole units, rounded up
 end
 
 for i, key in ipairs(KEYS) do
-  local at = 3 + (i - 1) * 7
-  local amount, cost = tonumber(ARGV[at + 4]), tonumber(ARGV[at + 6])
+  local c = parse(ARGV[3 + i])
   local a, b, owed
-  if ARGV[at + 1] == "r" then
-    a, b, owed = read_rate(i, key, at)
+  if c.kind == "r" then
+    a, b, owed = read_rate(key, c)
   else
     redis.call("ZREMRANGEBYSCORE", key, "-inf", now_ms)
     a, b = redis.call("ZCARD", key), 0
     owed = a
   end
-  fits[i] = owed + cost <= amount
-  if not fits[i] and ARGV[at + 7] ~= "1" then
+  c.fits = owed + c.cost <= c.amount
+  if not c.fits and not c.shadow then
     reply[1] = 0
   end
+  counters[i] = c
   reply[#reply + 1] = a
   reply[#reply + 1] = b
-  reply[#reply + 1] = fits[i] and 1 or 0
+  reply[#reply + 1] = c.fits and 1 or 0
 end
 
-local function charge_rate(i, key, at, cost)
-  local whole, rest = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local amount, period = tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5])
-  local new_whole, new_rest = tats[i][1] + cost, tats[i][2]
-  local ttl = math.ceil(((new_whole - whole) * period + (new_rest - rest)) / amount) + 1000
-  local value = string.format("%.0f:%.0f", new_whole, new_rest)
-  redis.call("SET", key, value, "PX", ttl)
+local function charge_rate(key, c)
+  local new_whole = c.base_whole + c.cost
+  local ttl = math.ceil(((new_whole - c.whole) * c.period + (c.base_rest - c.rest)) / c.amount)
+  redis.call("SET", key, string.format("%.0f:%.0f", new_whole, c.base_rest), "PX", ttl + 1000)
 end
 
 if reply[1] == 1 then
   for i, key in ipairs(KEYS) do
-    local at = 3 + (i - 1) * 7
-    local cost = tonumber(ARGV[at + 6])
-    if fits[i] and cost > 0 then
-      if ARGV[at + 1] == "r" then
-        charge_rate(i, key, at, cost)
+    local c = counters[i]
+    if c.fits and c.cost > 0 then
+      if c.kind == "r" then
+        charge_rate(key, c)
       else
         redis.call("ZADD", key, now_ms + lease, token)
         redis.call("PEXPIRE", key, lease)

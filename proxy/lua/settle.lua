@@ -1,14 +1,14 @@
 -- settle.lua: give back what a request was charged, and free its concurrency slots.
 -- The same rules in Python: proxy/store/memory_counters.py; times as in charge.lua.
 --
--- KEYS[i]  counter i (one hash tag)
--- ARGV[1]  the request's token
--- then seven values per counter:
---   kind          "r" (a rate: give the charge back) or "s" (slots: free the token's slot)
---   whole rest    now on the counter's clock
---   period        the limit's period in ms
---   cost          units the request was charged
---   whole rest    the counter's TAT right after the charge
+-- KEYS[i]    counter i (one hash tag)
+-- ARGV[1]    the request's token
+-- ARGV[1+i]  counter i: "kind whole rest period cost after_whole after_rest", where
+--   kind        "r" (a rate: give the charge back) or "s" (slots: free the token's slot)
+--   whole rest  now on the counter's clock
+--   period      the limit's period in ms
+--   cost        units the request was charged
+--   after_*     the counter's TAT right after the charge
 -- A rate gets back only what is still outstanding of this charge, min(cost, after - now):
 -- never allowance that time had already given back.
 
@@ -24,12 +24,9 @@ local function normal(whole, rest, period)
   return whole, rest
 end
 
-local function refund(key, at)
-  local whole, rest = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local period, cost = tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5])
-  local back_whole, back_rest =
-    normal(tonumber(ARGV[at + 6]) - whole, tonumber(ARGV[at + 7]) - rest, period)
+local function refund(key, whole, rest, period, cost, after_whole, after_rest)
   local stored = redis.call("GET", key)
+  local back_whole, back_rest = normal(after_whole - whole, after_rest - rest, period)
   if not stored or back_whole < 0 or (back_whole == 0 and back_rest == 0) then
     return
   end
@@ -47,11 +44,13 @@ local function refund(key, at)
 end
 
 for i, key in ipairs(KEYS) do
-  local at = 1 + (i - 1) * 7
-  if ARGV[at + 1] == "s" then
+  local kind, whole, rest, period, cost, after_whole, after_rest =
+    string.match(ARGV[1 + i], "^(%a) (%-?%d+) (%d+) (%d+) (%d+) (%-?%d+) (%d+)$")
+  if kind == "s" then
     redis.call("ZREM", key, token)
   else
-    refund(key, at)
+    refund(key, tonumber(whole), tonumber(rest), tonumber(period), tonumber(cost),
+      tonumber(after_whole), tonumber(after_rest))
   end
 end
 

@@ -18,6 +18,8 @@ SWEEP_EVERY = 1024  # charges between sweeps of counters past their time
 class MemoryCounters:
     """Counters for one process (the embedded `memory` store)."""
 
+    remote = False
+
     def __init__(self) -> None:
         self._rates: dict[str, tuple[int, int]] = {}  # key -> (TAT, expires at, ms)
         self._slots: dict[str, dict[str, int]] = {}  # key -> token -> lease end, ms
@@ -25,17 +27,12 @@ class MemoryCounters:
 
     def _level(self, entry: Entry, now_ms: int) -> int:
         if entry.slots:
-            leases = self._slots.get(entry.key, {})
-            live = {token: end for token, end in leases.items() if end > now_ms}
-            self._slots[entry.key] = live
-            return len(live)
-        tat = self._rates.get(entry.key, (entry.now, 0))[0]
-        return max(0, tat - entry.now)
-
-    @staticmethod
-    def _fits(entry: Entry, level: int) -> bool:
-        unit = 1 if entry.slots else entry.period_ms
-        return level + entry.cost * unit <= entry.amount * unit
+            leases = self._slots.setdefault(entry.key, {})
+            for token in [token for token, end in leases.items() if end <= now_ms]:
+                del leases[token]
+            return len(leases)
+        found = self._rates.get(entry.key)
+        return 0 if found is None else max(0, found[0] - entry.now)
 
     def _take(self, entry: Entry, level: int, now_ms: int, token: str, lease_ms: int) -> None:
         if entry.slots:
@@ -49,15 +46,20 @@ class MemoryCounters:
         self, entries: Sequence[Entry], now_ms: int, token: str, lease_ms: int
     ) -> tuple[bool, list[tuple[int, bool]]]:
         """Check every entry; charge those that fit unless an enforced one does not."""
-        levels = [self._level(entry, now_ms) for entry in entries]
-        fits = [self._fits(entry, level) for entry, level in zip(entries, levels, strict=True)]
-        admitted = all(ok or e.shadow for e, ok in zip(entries, fits, strict=True))
+        found: list[tuple[int, bool]] = []
+        admitted = True
+        for entry in entries:
+            level = self._level(entry, now_ms)
+            unit = 1 if entry.slots else entry.period_ms
+            fits = level + entry.cost * unit <= entry.amount * unit
+            admitted = admitted and (fits or entry.shadow)
+            found.append((level, fits))
         if admitted:
-            for entry, level, ok in zip(entries, levels, fits, strict=True):
-                if ok and entry.cost > 0:
+            for entry, (level, fits) in zip(entries, found, strict=True):
+                if fits and entry.cost > 0:
                     self._take(entry, level, now_ms, token, lease_ms)
         self._sweep(now_ms)
-        return admitted, list(zip(levels, fits, strict=True))
+        return admitted, found
 
     async def settle(self, entries: Sequence[Entry], token: str) -> None:
         """Give back what is still outstanding of each rate charge; free the token's slots."""
