@@ -10,6 +10,10 @@
 #   redis-rates  Redis store, bench/tollgate.quota-rates.yaml: user rates only (one round trip)
 # Requests: GET /v1/models and POST /v1/images/generations (as in bench/run.sh).
 #
+# Besides rps, each run records the CPU time Tollgate used (/proc/PID/stat) per request
+# served: on a shared machine, where other work takes the proxy's core now and then, CPU per
+# request is the steadier measure of what quotas cost.
+#
 # Usage: bash bench/quota.sh            (from any directory)
 # Env:   BENCH_DURATION=10s  BENCH_CONNECTIONS=32  BENCH_THREADS=1
 #
@@ -122,8 +126,12 @@ curl_args() {
   fi
 }
 
-bench_path() {  # bench_path NAME BASE
-  local name=$1 base=$2 req status args=()
+cpu_ticks() {  # cpu_ticks PID: user + system CPU time of the process, in clock ticks
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+bench_path() {  # bench_path NAME BASE PID
+  local name=$1 base=$2 pid=$3 req status before args=()
   for req in "${REQUESTS[@]}"; do
     mapfile -t args < <(curl_args "$req")
     status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "${args[@]}" \
@@ -139,8 +147,10 @@ bench_path() {  # bench_path NAME BASE
     echo "  $name $req: warm-up $WARMUP, then $DURATION" >&2
     timeout 60 "${PIN_SIDE[@]}" "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" \
       -s "bench/wrk/$req.lua" "$base$(request_path "$req")" >/dev/null
+    before=$(cpu_ticks "$pid")
     timeout "$WRK_LIMIT" "${PIN_SIDE[@]}" "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" \
       --latency -s "bench/wrk/$req.lua" "$base$(request_path "$req")" >"$TMP/raw/$name-$req.txt"
+    echo "$(( $(cpu_ticks "$pid") - before )) $(getconf CLK_TCK)" >"$TMP/raw/$name-$req.cpu"
   done
 }
 
@@ -195,12 +205,12 @@ run_tollgate() {  # run_tollgate NAME STORE POLICY
     TOLLGATE_LOG__FORMAT=json TOLLGATE_STORE=$store TOLLGATE_DATA_FILE=$TMP/keys-$name.json \
     TOLLGATE_REDIS__URL=redis://127.0.0.1:$REDIS_PORT/0 TOLLGATE_REDIS__TIMEOUT=$REDIS_TIMEOUT \
     "${PIN_SERVER[@]}" "$TOLLGATE" serve --host 127.0.0.1 --port "$port" --config "$policy" \
-    >/dev/null 2>"$TMP/tollgate-$name.log" &
+    >/dev/null 2>"$TMP/tollgate-$name.log" &  # taskset execs Tollgate: $! is Tollgate's pid
   pid=$!
   PIDS+=("$pid")
   wait_http "http://127.0.0.1:$port/healthz" "$pid" "tollgate ($name)" "$TMP/tollgate-$name.log"
   echo "$name: Tollgate on 127.0.0.1:$port, store $store, $policy" >&2
-  bench_path "$name" "http://127.0.0.1:$port"
+  bench_path "$name" "http://127.0.0.1:$port" "$pid"
   stop_server "$pid"
   echo "$name=store $store, config $policy" >>"$TMP/paths.txt"
 }

@@ -258,6 +258,9 @@ class Quota:
         charged = (reading for readings in admission.groups for reading in readings)
         if reason is None and not any(r.charged and r.counter.slots for r in charged):
             return
+        if not self._limiter.remote:  # never suspends: nothing can cut it off
+            await self._settle_now(admission, facts, reason)
+            return
         await asyncio.shield(self._keep(self._settle_now(admission, facts, reason)))
 
     def _keep(self, settling: Coroutine[None, None, None]) -> asyncio.Task[None]:
