@@ -172,22 +172,23 @@ class CounterStore(Protocol):
         """Forget these counters (keys of one tag)."""
 
 
-def _entry(counter: Counter, cost: int, now_ms: int) -> Entry:
+def _entry(counter: Counter, cost: int, now_ms: int, after: int = 0) -> Entry:
     limit = counter.rule.limit
+    now = clock_of(now_ms, counter.rule)
     return Entry(
         counter.key,
         counter.slots,
-        clock_of(now_ms, counter.rule),
+        now,
         limit.amount,
         limit.period_ms,
         cost,
         counter.rule.shadow,
+        after,
     )
 
 
 def _settle_entry(reading: Reading, now_ms: int) -> Entry:
-    entry = _entry(reading.counter, reading.cost, now_ms)
-    return replace(entry, after=reading.at + reading.owed)
+    return _entry(reading.counter, reading.cost, now_ms, after=reading.at + reading.owed)
 
 
 class Limiter:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -163,3 +166,15 @@ def test_bad_policy_limits_are_refused(section: dict[str, object], message: str)
 def test_no_limits_by_default() -> None:
     """Without a `limits` section nothing is limited."""
     assert Policy().limits == LimitsPolicy()
+
+
+def test_the_readmes_quota_examples_load() -> None:
+    """The limits and prices shown in the README's Quotas section are a valid policy."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quotas", 1)[1].split("\n## ", 1)[0]
+    blocks = [yaml.safe_load(block.split("```")[0]) for block in section.split("```yaml\n")[1:3]]
+    document = {"teams": {"default": {}, "research": {}}, **blocks[0], **blocks[1]}
+    policy = Policy.model_validate(document)
+    assert str(policy.limits.users["alice"][1]) == "$50/month"
+    assert policy.limits.teams["research"][1].shadow
+    assert policy.prices.operations == {"passthrough": 10_000}
