@@ -46,7 +46,7 @@ from proxy.breaker import Breaker
 from proxy.keys import Clock
 from proxy.limits import Kind, Rule
 from proxy.settings import QuotaSettings
-from proxy.store import Store
+from proxy.store import Store, StoreUnavailable
 
 EPOCH_MS = 1_700_000_000_000  # rate clocks count from here, keeping them small
 NEVER = -1  # retry_ms when a request costs more than the whole limit
@@ -136,6 +136,7 @@ class Admission:
     readings: list[Reading]
     token: str
     groups: list[list[Reading]] = field(default_factory=list)  # charged, tag by tag
+    undo_lost: bool = False  # a refusal whose earlier tags could not be given back
 
     @property
     def refusals(self) -> list[Reading]:
@@ -232,7 +233,7 @@ class Limiter:
                 await self._undo(admission, now_ms)
                 raise
             admission.readings.extend(readings)
-            if any(r.counter.rule.shadow is False and not r.fits for r in readings):
+            if any(not r.fits and not r.counter.rule.shadow for r in readings):
                 await self._undo(admission, now_ms)
                 admission.admitted = False
                 return admission
@@ -240,21 +241,24 @@ class Limiter:
         return admission
 
     async def _undo(self, admission: Admission, now_ms: int) -> None:
-        """Give back the tags charged so far (best effort: a failure here is a lost refund)."""
+        """Give back the tags charged so far. A store failure here loses the refund (the
+        limit refuses early for a while, never admits too much): it is noted, not raised."""
         charged = admission.groups
         admission.groups = []
         admission.readings = [replace(r, charged=False) for r in admission.readings]
         for readings in charged:
             try:
                 await self.settle_tag(readings, admission.token, now_ms, refund=True)
-            except Exception:  # noqa: S112 - the refusal stands; the undo is best effort
-                continue
+            except StoreUnavailable:
+                admission.undo_lost = True
 
     async def settle_tag(
         self, readings: Sequence[Reading], token: str, now_ms: int, *, refund: bool
     ) -> bool:
-        """Free one tag's slots, and give its charges back when `refund`; False if nothing
-        was left to do there."""
+        """Free one tag's slots, and give its charges back when `refund`.
+
+        Returns False, without a call to the store, when there was nothing to do.
+        """
         entries = [
             _settle_entry(r, now_ms) for r in readings if r.charged and (refund or r.counter.slots)
         ]

@@ -29,25 +29,14 @@ from proxy.allowance import Allowances
 from proxy.auth import PRINCIPAL
 from proxy.breaker import BreakerOpen
 from proxy.context import FACTS, Facts
-from proxy.errors import ProxyError
 from proxy.keys import Clock
-from proxy.limiter import NEVER, Admission, Charge, Limiter, Reading
-from proxy.limits import Kind, dollars
-from proxy.quota_headers import HEADERS, duration, rate_limit_headers, retry_after
+from proxy.limiter import Admission, Charge, Limiter
+from proxy.limits import Kind
+from proxy.quota_errors import OverLimit, QuotaUnavailable, worst_refusal
+from proxy.quota_headers import HEADERS, rate_limit_headers
 from proxy.route import CALL, FIELDS
 from proxy.settings import QuotaSettings
 from proxy.store import StoreUnavailable
-
-_QUOTA = (
-    "You exceeded your current quota, please check your plan and billing details. "
-    "{subject} may spend {limit}: this request costs ${cost} and ${left} is left."
-)
-_RATE = (
-    "Rate limit reached for {subject} on {kind} ({limit}): Limit {amount}, Used {used}, "
-    "Requested {cost}."
-)
-_SLOTS = "Too many requests in flight for {subject} ({limit}): wait until one finishes."
-_NEVER = " This request costs more than the whole limit: it cannot succeed as it is."
 
 
 @dataclass(slots=True)
@@ -79,60 +68,6 @@ def not_billable(request: web.Request, reason: str) -> None:
     billing = request.get(BILLING)
     if billing is not None and billing.waived is None:
         billing.waived = reason
-
-
-class QuotaUnavailable(ProxyError):
-    """503 in fail_closed mode: limits cannot be checked right now."""
-
-    def __init__(self, retry_s: float) -> None:
-        super().__init__(
-            503,
-            "Tollgate cannot check usage limits right now; please retry shortly.",
-            type="server_error",
-            code="quota_store_unavailable",
-            headers={"Retry-After": str(max(1, math.ceil(retry_s)))},
-        )
-
-
-def _message(reading: Reading) -> str:
-    limit = reading.counter.rule.limit
-    fields = {"subject": reading.counter.subject, "limit": limit}
-    if limit.kind is Kind.SPEND:
-        fields["subject"] = reading.counter.subject.capitalize()  # it starts a sentence
-        text = _QUOTA.format(**fields, cost=dollars(reading.cost), left=dollars(reading.remaining))
-    elif limit.kind is Kind.CONCURRENT:
-        text = _SLOTS.format(**fields)
-    else:
-        used = limit.amount - reading.remaining
-        text = _RATE.format(
-            **fields, kind=limit.kind, amount=limit.amount, used=used, cost=reading.cost
-        )
-    if reading.retry_ms == NEVER:
-        return text + _NEVER
-    return text + f" Please try again in {duration(reading.retry_ms)}."
-
-
-def _worst(refusals: list[Reading]) -> Reading:
-    """The refusal to report: a spend budget first, then the longest wait."""
-    return max(
-        refusals,
-        key=lambda r: (r.counter.rule.limit.kind is Kind.SPEND, r.retry_ms == NEVER, r.retry_ms),
-    )
-
-
-class OverLimit(ProxyError):
-    """429 naming the limit the request did not fit, with when to retry."""
-
-    def __init__(self, admission: Admission) -> None:
-        worst = _worst(admission.refusals)
-        spend = worst.counter.rule.limit.kind is Kind.SPEND
-        kind = "insufficient_quota" if spend else worst.counter.rule.limit.kind.value
-        kind = "requests" if kind == Kind.CONCURRENT else kind
-        headers = rate_limit_headers(admission.readings)
-        waits = [r.retry_ms for r in admission.refusals]
-        headers |= retry_after(NEVER if NEVER in waits else max(waits))
-        code = "insufficient_quota" if spend else "rate_limit_exceeded"
-        super().__init__(429, _message(worst), type=kind, code=code, headers=headers)
 
 
 def _cost(charges: list[Charge]) -> dict[str, int]:
@@ -208,9 +143,12 @@ class Quota:
         if shadow:
             self.stats.shadow_refusals += 1
             facts.quota_shadow = [f"{r.counter.subject}: {r.counter.rule}" for r in shadow]
+        if admission.undo_lost:
+            self.stats.refunds_lost += 1
+            facts.quota_refund = "refused_by_a_later_tag (lost)"
         if not admission.admitted:
             self.stats.refused += 1
-            worst = _worst(admission.refusals)
+            worst = worst_refusal(admission.refusals)
             facts.quota = "refused"
             facts.quota_reason = f"{worst.counter.subject}: {worst.counter.rule}"
             raise OverLimit(admission)
