@@ -36,6 +36,7 @@ from tests.conftest import (
     Upstream,
     policy_for_tests,
 )
+from tests.samples import png
 from tests.test_keys import issue
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -444,3 +445,32 @@ async def test_a_key_record_with_unreadable_limits_is_refused(
     assert (status, body["error"]["code"]) == (500, "invalid_key_limits")
     assert record["id"] in body["error"]["message"]
     assert upstream.state.received == []
+
+
+def _edit_form(fields_first: bool, n: int) -> tuple[bytes, dict[str, str]]:
+    """An image edit form with `n`, its text fields before or after the image."""
+    text = (
+        b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nan otter\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="n"\r\n\r\n' + str(n).encode() + b"\r\n"
+    )
+    image = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + png() + b"\r\n"
+    )
+    body = (text + image if fields_first else image + text) + b"--b--\r\n"
+    return body, {**AUTH, "Content-Type": "multipart/form-data; boundary=b"}
+
+
+async def test_image_edits_are_charged_n_or_their_worst_case(make_proxy: MakeProxy) -> None:
+    """Fields before the file: charged n. After it: n was not seen, so charged the maximum."""
+    policy = limited({"default": [{"limit": "12 images/day", "operations": "images.*"}]})
+    proxy = await make_proxy(clock=FakeClock(), policy=policy)
+    async with aiohttp.ClientSession() as client:
+        body, headers = _edit_form(fields_first=True, n=2)
+        async with client.post(proxy.url("/v1/images/edits"), data=body, headers=headers) as r:
+            assert (r.status, r.headers["x-ratelimit-remaining-images"]) == (200, "10")
+        assert last_line(proxy)["quota_cost"] == {"images": 2}
+        body, headers = _edit_form(fields_first=False, n=1)
+        async with client.post(proxy.url("/v1/images/edits"), data=body, headers=headers) as r:
+            assert (r.status, r.headers["x-ratelimit-remaining-images"]) == (200, "0")
+        assert last_line(proxy)["quota_cost"] == {"images": 10}
