@@ -5,9 +5,11 @@ operation costs a price per request matched by operation pattern, zero unless co
 (moderations are free; pass-through paths are unknown to Tollgate and priced at zero).
 Defaults are OpenAI's published image prices. Money is integer micro-dollars, never floats.
 
-When a multipart form's text fields were not all read before its file (the official SDKs
-send them first), the request may ask for more than Tollgate saw: it is priced at the most
-it could cost (the model's dearest image, 10 images), so a budget is never overrun.
+Multipart image forms are priced from the text fields read ahead of the first file part,
+where the official SDKs put every field. When that head is too long to read to its end, the
+request may ask for more than Tollgate saw: it is priced at the most it could cost (the
+model's dearest image, 10 images). Fields sent after the file are not seen before the call
+(the route room reads no further), so a hand-made form can declare them there unpriced.
 """
 
 from __future__ import annotations
