@@ -14,6 +14,7 @@ from proxy.auth import bearer_token
 from proxy.cache import ResponseCache
 from proxy.errors import InvalidRequest, ProxyError, Unauthorized
 from proxy.keys import KeyRecord, KeyService, UnknownKey
+from proxy.limits import key_rules
 from proxy.moderation import Moderator
 from proxy.policy import Policy
 from proxy.store import StoreUnavailable
@@ -47,6 +48,14 @@ class KeyChange(BaseModel):
     metadata: dict[str, str] | None = None
 
     _maps = field_validator("limits", "metadata")(lambda cls, v: v if v is None else _small_map(v))
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_parse(cls, limits: dict[str, str] | None) -> dict[str, str] | None:
+        """Operation pattern -> limit string(s), e.g. {"images.*": "10 images/day"}."""
+        if limits is not None:
+            key_rules(limits)
+        return limits
 
 
 class KeyCreate(KeyChange):
@@ -144,10 +153,10 @@ class AdminApi:
         return _shown(record, secret)
 
 
-def _guarded(token: str | None, handler: Handler) -> Handler:
+def guarded(token: str | None, handler: Handler) -> Handler:
     """`handler`, answering 401 unless the request bears the admin token."""
 
-    async def guarded(request: web.Request) -> web.StreamResponse:
+    async def checked(request: web.Request) -> web.StreamResponse:
         if token is None:
             raise Unauthorized(_OFF)
         given = bearer_token(request.headers.get("Authorization", "")) or ""
@@ -155,7 +164,7 @@ def _guarded(token: str | None, handler: Handler) -> Handler:
             raise Unauthorized(_WRONG)
         return await handler(request)
 
-    return guarded
+    return checked
 
 
 def add_admin_routes(app: web.Application, api: AdminApi, token: str | None) -> None:
@@ -169,7 +178,7 @@ def add_admin_routes(app: web.Application, api: AdminApi, token: str | None) -> 
         ("POST", "/admin/keys/{key_id}/rotate", api.rotate),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, path, _guarded(token, handler))
+        app.router.add_route(method, path, guarded(token, handler))
 
 
 class CacheFlush(BaseModel):
@@ -198,7 +207,7 @@ def add_cache_admin_routes(
             scope = tenancy.credential(spec.team).scope
         return _json({"flushed": await cache.flush(scope), "scope": scope})
 
-    app.router.add_post("/admin/cache/flush", _guarded(token, flush))
+    app.router.add_post("/admin/cache/flush", guarded(token, flush))
 
 
 def add_strike_admin_routes(app: web.Application, moderator: Moderator, token: str | None) -> None:
@@ -219,5 +228,5 @@ def add_strike_admin_routes(app: web.Application, moderator: Moderator, token: s
             raise ProxyError(503, "The store is unavailable.", type="server_error") from None
         return _json(await moderator.strike_report(team, user))
 
-    app.router.add_get("/admin/strikes/{team}/{user}", _guarded(token, show))
-    app.router.add_delete("/admin/strikes/{team}/{user}", _guarded(token, clear))
+    app.router.add_get("/admin/strikes/{team}/{user}", guarded(token, show))
+    app.router.add_delete("/admin/strikes/{team}/{user}", guarded(token, clear))

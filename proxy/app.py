@@ -18,6 +18,7 @@ from proxy.admin import (
     add_cache_admin_routes,
     add_strike_admin_routes,
 )
+from proxy.allowance import Allowances
 from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
 from proxy.cache import CacheRoom, ResponseCache, cache_middleware, cache_ttls
 from proxy.cachestore import open_cache_backend
@@ -28,17 +29,21 @@ from proxy.errors import error_middleware
 from proxy.health import STORE, UPSTREAM, add_health_routes
 from proxy.instruments import Instruments
 from proxy.keys import Clock, KeyService
+from proxy.limiter import open_limiter
 from proxy.log import build_logger, log_middleware
 from proxy.metrics import EXPOSITION, exposition_registry, metrics_middleware, serve_metrics
 from proxy.moderation import Moderator, moderation_middleware
 from proxy.permit import permit_middleware
 from proxy.policy import Policy, load_policy
+from proxy.quota import QUOTA_STATS, Quota
+from proxy.quota_headers import add_rate_limit_headers
 from proxy.route import BODY, route_middleware
 from proxy.settings import Settings
 from proxy.store import Store, open_store
 from proxy.strikes import open_strike_book
 from proxy.tenancy import Tenancy
 from proxy.upstream import Upstream
+from proxy.usage import UsageApi, add_usage_routes
 from proxy.validate import validate_middleware
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -74,9 +79,10 @@ def _v1_handler(
     moderator: Moderator,
     cache: CacheRoom,
     upstream: Upstream,
+    quota: Quota,
 ) -> Handler:
     """Every `/v1` request, in order: who, what, is it well formed, may they, on whose behalf,
-    then upstream."""
+    how much, is it acceptable content, is it cached, then upstream."""
 
     async def forward(request: web.Request) -> web.StreamResponse:
         credential = request[PRINCIPAL].credential
@@ -94,6 +100,7 @@ def _v1_handler(
         validate_middleware(settings.validation),
         permit_middleware(),
         enduser_middleware(tenancy),
+        quota.stage,
         moderation_middleware(moderator),
         cache_middleware(cache),
     ]
@@ -130,7 +137,8 @@ def create_app(
     app.cleanup_ctx.append(_resources(store, upstream))
     add_health_routes(app)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    add_admin_routes(app, AdminApi(KeyService(store, clock), policy), admin_token)
+    keys = KeyService(store, clock)
+    add_admin_routes(app, AdminApi(keys, policy), admin_token)
     cache = CacheRoom(
         ResponseCache(
             open_cache_backend(settings.cache.max_bytes, store),
@@ -153,6 +161,12 @@ def create_app(
     app[MODERATOR] = moderator
     add_strike_admin_routes(app, moderator, admin_token)
     authenticator = Authenticator(policy, tenancy, store, clock)
-    v1 = _v1_handler(settings, authenticator, tenancy, moderator, cache, upstream)
+    limiter = open_limiter(store, settings.quota, clock)
+    allowances = Allowances(policy.limits, policy.prices)
+    add_usage_routes(app, UsageApi(allowances, limiter, keys, policy, clock), admin_token)
+    quota = Quota(allowances, limiter, settings.quota, clock)
+    app[QUOTA_STATS] = quota.stats
+    app.on_response_prepare.append(add_rate_limit_headers)
+    v1 = _v1_handler(settings, authenticator, tenancy, moderator, cache, upstream, quota)
     app.router.add_route("*", "/v1/{tail:.*}", v1)
     return app

@@ -26,6 +26,7 @@ class Call:
 
 
 PASSTHROUGH_CALL = Call("passthrough", documented=False)
+IMAGE_OPERATIONS = frozenset({"images.generate", "images.edit", "images.create_variation"})
 
 
 def _text(value: object) -> str | None:

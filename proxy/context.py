@@ -45,6 +45,11 @@ class Facts:
     upstream_says_no_store: bool = False  # Set-Cookie, or Cache-Control no-store/private
     moderation: dict[str, object] | None = None  # verdict facts; never the prompt unless allowed
     outcome: Outcome | None = None  # set once, when the answer is done or abandoned
+    quota: str | None = None  # "admitted", "refused", "bypassed" (fail_open), "unavailable"
+    quota_cost: dict[str, int] | None = None  # what was charged: requests, images, spend_micros
+    quota_reason: str | None = None  # the limit that refused, or why the store was skipped
+    quota_shadow: list[str] | None = None  # shadow limits the request went over
+    quota_refund: str | None = None  # why the charge was given back ("... (lost)" if it failed)
 
     @property
     def request_id(self) -> str:

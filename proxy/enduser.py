@@ -16,10 +16,9 @@ from aiohttp.typedefs import Handler, Middleware
 
 from proxy.auth import PRINCIPAL
 from proxy.body import SpooledBody, StreamedBody
+from proxy.call import IMAGE_OPERATIONS
 from proxy.route import BODY, CALL, FIELDS
 from proxy.tenancy import Tenancy
-
-IMAGE_OPERATIONS = frozenset({"images.generate", "images.edit", "images.create_variation"})
 
 
 def _form_part(name: str, value: str, boundary: bytes) -> bytes:

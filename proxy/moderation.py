@@ -34,6 +34,7 @@ from proxy.errors import InvalidRequest, ProxyError
 from proxy.instruments import ModerationStats
 from proxy.keys import Clock
 from proxy.moderation_policy import ModerationPolicy, ModerationRules
+from proxy.quota import not_billable
 from proxy.route import BODY, CALL, FIELDS, FILES
 from proxy.store import StoreUnavailable
 from proxy.strikes import StrikeBook
@@ -195,7 +196,11 @@ class Moderator:
         if text is None and checks_text:
             return await self._nothing_to_check(request, handler, call)
         if text is not None or images:
-            await self._check(request[FACTS], principal, rules, Inputs(text, images))
+            try:
+                await self._check(request[FACTS], principal, rules, Inputs(text, images))
+            except (ContentPolicyViolation, ModerationUnavailable):
+                not_billable(request, "moderation_refused")
+                raise
         return await handler(request)
 
     async def _nothing_to_check(

@@ -1,4 +1,5 @@
-"""The YAML policy file (config/tollgate.yaml): who may use Tollgate, as frozen models."""
+"""The YAML policy file (config/tollgate.yaml): who may use Tollgate, and how much, as frozen
+models."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.limits import LimitsPolicy
 from proxy.moderation_policy import ModerationPolicy
+from proxy.prices import PriceTable
 
 
 class StaticKey(BaseModel):
@@ -53,6 +56,8 @@ class Policy(BaseModel):
     users: dict[str, User] = Field(default_factory=dict)
     keys: tuple[StaticKey, ...] = ()
     moderation: ModerationPolicy = ModerationPolicy()
+    limits: LimitsPolicy = LimitsPolicy()
+    prices: PriceTable = PriceTable()
 
     @field_validator("keys")
     @classmethod
@@ -67,6 +72,7 @@ class Policy(BaseModel):
     def _teams_exist(self) -> Policy:
         named = {self.default_team} | {user.team for user in self.users.values()}
         named |= {key.team for key in self.keys if key.team is not None}
+        named |= set(self.limits.teams)
         unknown = sorted(named - set(self.teams))
         if unknown:
             raise ValueError(f"unknown team(s): {', '.join(unknown)}")

@@ -64,6 +64,20 @@ class CacheSettings(BaseModel):
     lock_ttl: float = Field(default=5.0, gt=0)
 
 
+class QuotaSettings(BaseModel):
+    """What quotas do when the store fails, and how long a concurrency slot may be held.
+
+    `fail_closed` (default) answers 503 while limits cannot be checked: money spent past a
+    budget cannot be taken back, a retried request can. `fail_open` admits, and counts and
+    logs every request it let through unchecked.
+    """
+
+    failure_mode: Literal["fail_open", "fail_closed"] = "fail_closed"
+    breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open it
+    breaker_cooldown: float = Field(default=5.0, gt=0)  # seconds before the store is probed
+    lease: float = Field(default=900.0, gt=0)  # seconds a crashed replica's slot stays taken
+
+
 class LogSettings(BaseModel):
     """How the canonical request lines are written."""
 
@@ -100,6 +114,7 @@ class Settings(BaseSettings):
     upstream: UpstreamSettings = UpstreamSettings()
     credentials: dict[str, CredentialSettings] = Field(default_factory=dict)
     redis: RedisSettings = RedisSettings()
+    quota: QuotaSettings = QuotaSettings()
     log: LogSettings = LogSettings()
     cache: CacheSettings = CacheSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -113,7 +113,7 @@ MakeProxy = Callable[..., Awaitable[Proxy]]
 
 @pytest.fixture
 async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeProxy:
-    """Start a Tollgate in front of the fake upstream, with settings overridden as asked."""
+    """Start a Tollgate in front of the fake upstream, with settings (and policy) as asked."""
 
     async def make(
         upstream_url: str | None = None,
@@ -250,4 +250,6 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, 
     if request.param == "memory":
         return {"store": "memory", "data_file": tmp_path / "keys.json"}
     server: RedisServer = request.getfixturevalue("flush_redis")
-    return {"store": "redis", "redis": RedisSettings(url=SecretStr(server.url))}
+    # A busy test machine can miss the 50 ms production timeout; failures are tested apart.
+    redis = RedisSettings(url=SecretStr(server.url), timeout=1.0)
+    return {"store": "redis", "redis": redis}

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from proxy.limits import LimitsPolicy
 from proxy.moderation_policy import ModerationPolicy, ModerationRules
 from proxy.policy import Policy
 from tests.conftest import (
@@ -390,3 +391,19 @@ async def test_image_verdicts_are_cached(sdk: openai.AsyncOpenAI, upstream: Upst
     for _ in range(2):
         await sdk.images.edit(image=("o.png", png(3), "image/png"), prompt="a hat")
     assert paths(upstream).count("/v1/moderations") == 1
+
+
+async def test_a_refused_prompt_costs_no_quota(make_proxy: MakeProxy, upstream: Upstream) -> None:
+    """With a one-image budget, a flagged prompt is refused and given back: the next image fits."""
+    upstream.state.knobs.flagged = {"kill": {"violence": 0.97}}
+    limits = LimitsPolicy.model_validate({"default": ["1 images/day"]})
+    policy = moderated(strikes=None).model_copy(update={"limits": limits})
+    proxy = await make_proxy(clock=FakeClock(), policy=policy)
+    client = sdk_for(proxy)
+    with pytest.raises(openai.BadRequestError):
+        await client.images.generate(prompt=VIOLENT)
+    assert json.loads(proxy.log_lines()[-1])["quota_refund"] == "moderation_refused"
+    await client.images.generate(prompt="an otter")
+    with pytest.raises(openai.RateLimitError):
+        await client.images.generate(prompt="another otter")
+    await client.close()

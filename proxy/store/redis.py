@@ -8,8 +8,9 @@ every replica refuses it from its very next request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -32,6 +33,8 @@ async def guarded(operation: Callable[[], Awaitable[T]]) -> T:
 BY_ID = "tg:{tg-keys}:id:"
 BY_HASH = "tg:{tg-keys}:hash:"
 
+Script = Callable[[Sequence[str], Sequence[str | int]], Awaitable[Any]]
+
 
 class RedisStore:
     """One Redis server, through redis-py's asyncio client and its connection pool."""
@@ -44,11 +47,29 @@ class RedisStore:
             socket_timeout=settings.timeout,
             socket_connect_timeout=settings.timeout,
         )
+        self._timeout = settings.timeout
 
     @property
     def client(self) -> aioredis.Redis:
         """The shared client and pool, for other rooms that keep state in this Redis."""
         return self._client
+
+    def script(self, source: str) -> Script:
+        """A Lua script, run by EVALSHA (loaded on first use and after a Redis restart).
+
+        A run fails like any call here, and never waits longer than the timeout in all,
+        redis-py's reconnect retries included.
+        """
+        registered = self._client.register_script(source)
+
+        async def run(keys: Sequence[str], args: Sequence[str | int]) -> Any:
+            async def bounded() -> Any:
+                async with asyncio.timeout(self._timeout):
+                    return await registered(keys=keys, args=args)
+
+            return await guarded(bounded)
+
+        return run
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless Redis answers PING in time."""
