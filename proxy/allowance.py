@@ -55,6 +55,10 @@ def user_of(key_id: str, user: str) -> str:
 class Allowances:
     """The limits of the policy resolved into counters, remembered per key and operation."""
 
+    def price(self, call: Call, fields: Mapping[str, object]) -> int:
+        """The request's estimated price in micro-dollars (0 for free operations)."""
+        return self._prices.cost(call, images_asked(call, fields))
+
     def __init__(self, limits: LimitsPolicy, prices: PriceTable) -> None:
         self._limits = limits
         self._prices = prices

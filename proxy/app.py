@@ -164,7 +164,7 @@ def create_app(
     limiter = open_limiter(store, settings.quota, clock)
     allowances = Allowances(policy.limits, policy.prices)
     add_usage_routes(app, UsageApi(allowances, limiter, keys, policy, clock), admin_token)
-    quota = Quota(allowances, limiter, settings.quota, clock)
+    quota = Quota(allowances, limiter, settings.quota, clock, instruments.quota)
     app[QUOTA_STATS] = quota.stats
     app.on_response_prepare.append(add_rate_limit_headers)
     v1 = _v1_handler(settings, authenticator, tenancy, moderator, cache, upstream, quota)

@@ -29,6 +29,7 @@ from proxy.allowance import Allowances
 from proxy.auth import PRINCIPAL
 from proxy.breaker import BreakerOpen
 from proxy.context import FACTS, Facts
+from proxy.instruments import QuotaMetrics
 from proxy.keys import Clock
 from proxy.limiter import Admission, Charge, Limiter
 from proxy.limits import Kind
@@ -96,8 +97,14 @@ class Quota:
     """The quota stage, with its limiter, failure mode and counts."""
 
     def __init__(
-        self, allowances: Allowances, limiter: Limiter, settings: QuotaSettings, clock: Clock
+        self,
+        allowances: Allowances,
+        limiter: Limiter,
+        settings: QuotaSettings,
+        clock: Clock,
+        metrics: QuotaMetrics,
     ) -> None:
+        self._metrics = metrics
         self._allowances = allowances
         self._limiter = limiter
         self._fail_open = settings.failure_mode == "fail_open"
@@ -109,6 +116,16 @@ class Quota:
         return math.floor(self._clock() * 1000)
 
     async def stage(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Limit the request, then count its estimated spend if its answer was billable."""
+        response = await self._limited(request, handler)
+        if 200 <= response.status < 300:
+            fields = request[FIELDS]
+            micros = self._allowances.price(request[CALL], fields)
+            if micros:
+                self._metrics.spent(request[PRINCIPAL].team, micros)
+        return response
+
+    async def _limited(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Charge, refuse or admit; after the answer, settle (refund, free slots)."""
         call = request[CALL]
         groups = self._allowances.groups(request[PRINCIPAL], call.operation)
@@ -151,6 +168,7 @@ class Quota:
         if not admission.admitted:
             self.stats.refused += 1
             worst = worst_refusal(admission.refusals)
+            self._metrics.refused(worst.counter.rule.limit.kind.value)
             facts.quota = "refused"
             facts.quota_reason = f"{worst.counter.subject}: {worst.counter.rule}"
             raise OverLimit(admission)
@@ -181,7 +199,9 @@ class Quota:
 
     def _store_failed(self, exc: StoreUnavailable, facts: Facts) -> None:
         facts.quota_reason = "breaker_open" if isinstance(exc, BreakerOpen) else str(exc)
+        self._metrics.store_error()
         if self._fail_open:
+            self._metrics.bypassed()
             self.stats.bypassed += 1
             facts.quota = "bypassed"
             return

@@ -23,6 +23,7 @@ from proxy.instruments import (
     QuotaMetrics,
     RequestMeter,
 )
+from proxy.limits import LimitsPolicy
 from proxy.metrics import exposition_registry
 from proxy.settings import MetricsSettings, Settings
 from tests.conftest import (
@@ -37,6 +38,7 @@ from tests.conftest import (
     Upstream,
     free_port,
     policy_for_tests,
+    without_moderation,
 )
 from tests.metrics_text import label_values, parse, scrape, total, value
 
@@ -335,3 +337,22 @@ def test_image_labels_past_the_cap_count_as_other() -> None:
     assert value(samples, "tollgate_images_generated_total", **other) == 5
     first = {"team": "red", "model": "model-0", "size": "1024x1024", "quality": "hd"}
     assert value(samples, "tollgate_images_generated_total", **first) == 2
+
+
+async def test_quota_refusals_and_spend_are_counted(
+    make_proxy: MakeProxy, upstream: Upstream
+) -> None:
+    """A 429 counts under its limit's kind; each billable image adds its price to its team."""
+    policy = without_moderation(policy_for_tests())
+    limits = LimitsPolicy.model_validate({"default": ["2 images/day"]})
+    proxy = await make_proxy(policy=policy.model_copy(update={"limits": limits}))
+    client = openai.AsyncOpenAI(base_url=proxy.url("/v1"), api_key=CLIENT_KEY, max_retries=0)
+    await client.images.generate(prompt="otter", model="dall-e-3", size="1024x1024")
+    await client.images.generate(prompt="otter", model="dall-e-2", size="256x256")
+    with pytest.raises(openai.RateLimitError):
+        await client.images.generate(prompt="otter")
+    await client.close()
+    samples = await metrics_of(proxy)
+    assert value(samples, "tollgate_quota_refusals_total", kind="images") == 1
+    spend = value(samples, "tollgate_spend_estimated_dollars_total", team="red")
+    assert spend == pytest.approx(0.040 + 0.016)

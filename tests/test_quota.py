@@ -10,6 +10,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
 
 from proxy.allowance import Allowances
@@ -18,6 +19,7 @@ from proxy.call import Call
 from proxy.context import FACTS, Facts
 from proxy.errors import ProxyError, render
 from proxy.health import STORE
+from proxy.instruments import QuotaMetrics
 from proxy.keys import hash_key
 from proxy.limiter import Limiter, open_limiter
 from proxy.limits import LimitsPolicy
@@ -384,7 +386,8 @@ async def quota_and_limiter(store_settings: dict[str, Any]) -> Any:
     store = open_store(Settings(**store_settings))
     limiter = open_limiter(store, QuotaSettings(), clock)
     policy = LimitsPolicy.model_validate({"default": ["1/minute"]})
-    quota = Quota(Allowances(policy, PriceTable()), limiter, QuotaSettings(), clock)
+    metrics = QuotaMetrics(CollectorRegistry(), ["default"])
+    quota = Quota(Allowances(policy, PriceTable()), limiter, QuotaSettings(), clock, metrics)
     yield quota, limiter
     await store.close()
 
