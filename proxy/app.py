@@ -22,8 +22,9 @@ from proxy.allowance import Allowances
 from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
 from proxy.cache import CacheRoom, ResponseCache, cache_middleware, cache_ttls
 from proxy.cachestore import open_cache_backend
+from proxy.call import IMAGE_OPERATIONS, PASSTHROUGH_CALL
 from proxy.context import FACTS, SETTINGS
-from proxy.endpoints import EndpointTable
+from proxy.endpoints import ENDPOINTS, EndpointTable
 from proxy.enduser import enduser_middleware
 from proxy.errors import error_middleware
 from proxy.health import STORE, UPSTREAM, add_health_routes
@@ -37,7 +38,8 @@ from proxy.permit import permit_middleware
 from proxy.policy import Policy, load_policy
 from proxy.quota import QUOTA_STATS, Quota
 from proxy.quota_headers import add_rate_limit_headers
-from proxy.route import BODY, route_middleware
+from proxy.route import BODY, CALL, route_middleware
+from proxy.schemas import SCHEMAS
 from proxy.settings import Settings
 from proxy.store import Store, open_store
 from proxy.strikes import open_strike_book
@@ -47,6 +49,7 @@ from proxy.usage import UsageApi, add_usage_routes
 from proxy.validate import validate_middleware
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+Applies = Callable[[str], bool]
 CACHE = web.AppKey("cache", ResponseCache)
 MODERATOR = web.AppKey("moderator", Moderator)
 INSTRUMENTS = web.AppKey("instruments", Instruments)
@@ -88,6 +91,17 @@ def _v1_handler(
         credential = request[PRINCIPAL].credential
         return await upstream.forward(request, request[BODY], request[FACTS], credential)
 
+    after_route: list[tuple[Middleware, Applies]] = [
+        (
+            validate_middleware(settings.validation),
+            lambda op: settings.validation != "off" and op in SCHEMAS,
+        ),
+        (permit_middleware(), _always),
+        (enduser_middleware(tenancy), lambda op: op in IMAGE_OPERATIONS),
+        (quota.stage, _always),
+        (moderation_middleware(moderator), moderator.applies),
+        (cache_middleware(cache), cache.applies),
+    ]
     pipeline = [
         auth_middleware(authenticator),
         route_middleware(
@@ -97,14 +111,28 @@ def _v1_handler(
             # Validation and moderation both need a form whole before any of it is sent.
             hold_forms=settings.validation != "off" or moderator.policy.enabled,
         ),
-        validate_middleware(settings.validation),
-        permit_middleware(),
-        enduser_middleware(tenancy),
-        quota.stage,
-        moderation_middleware(moderator),
-        cache_middleware(cache),
     ]
-    return _chain(pipeline, forward)
+    return _chain(pipeline, _per_operation(after_route, forward))
+
+
+def _always(operation: str) -> bool:
+    """Rooms whose work depends on the key, not the operation, apply to every one."""
+    return True
+
+
+def _per_operation(stages: list[tuple[Middleware, Applies]], handler: Handler) -> Handler:
+    """After `route`: one chain per operation, composed at start-up from only the stages that
+    apply to it, so a request pays for no room that has nothing to do with it."""
+    operations = {endpoint.operation for endpoint in ENDPOINTS} | {PASSTHROUGH_CALL.operation}
+    chains = {
+        operation: _chain([stage for stage, applies in stages if applies(operation)], handler)
+        for operation in operations
+    }
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        return await chains[request[CALL].operation](request)
+
+    return dispatch
 
 
 def create_app(

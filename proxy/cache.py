@@ -190,6 +190,10 @@ class CacheRoom:
         self.cache = cache
         self.ttls = ttls
 
+    def applies(self, operation: str) -> bool:
+        """Whether the cache reads or invalidates for `operation` (fixed at start-up)."""
+        return operation in self.ttls or operation == "models.delete"
+
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         call, facts = request[CALL], request[FACTS]
         if call.operation == "models.delete":

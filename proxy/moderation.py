@@ -181,6 +181,13 @@ class Moderator:
         self._clock = clock
         self._limit = policy.strike_limit()
 
+    def applies(self, operation: str) -> bool:
+        """Whether any team's rules moderate `operation` (fixed at start-up)."""
+        if not self.policy.enabled:
+            return False
+        every = [self.policy.rules, *self.policy.teams.values()]
+        return any(operation in rules.operations or operation in rules.images for rules in every)
+
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         call, principal = request[CALL], request[PRINCIPAL]
         rules = self.policy.rules_for(principal.team)
