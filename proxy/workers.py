@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from proxy.metrics import share_across_processes
 from proxy.settings import Settings
 
 AppFactory = Callable[[Settings], web.Application]
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class WorkerError(RuntimeError):
@@ -85,9 +87,22 @@ def serve_one(settings: Settings, factory: AppFactory, *, reuse_port: bool = Fal
     )
 
 
+def _die_with(master: int) -> None:
+    """Have Linux send this worker SIGTERM when its master dies, however it dies (SIGKILL
+    included), so no worker keeps serving unmanaged; if the master is already gone, stop."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: no such request
+        return
+    if os.getppid() != master:
+        os._exit(0)
+
+
 def _start_worker(settings: Settings, factory: AppFactory) -> int:
+    master = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker
+        _die_with(master)
         code = 0
         try:
             serve_one(settings, factory, reuse_port=True)

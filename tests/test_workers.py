@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -135,3 +136,53 @@ def test_many_workers_need_a_shared_store() -> None:
     )
     assert result.returncode == 2
     assert "TOLLGATE_STORE=redis" in result.stderr
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of `pid`, from /proc."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_workers_stop_when_their_master_is_killed(
+    slow_upstream: str, redis_server: RedisServer
+) -> None:
+    """SIGKILL on the master leaves no worker serving unmanaged: each one stops by itself."""
+    port = free_port()
+    process = _serve(slow_upstream, port, 2, redis_server)
+    workers: list[int] = []
+    try:
+        await _wait_until_up(f"http://127.0.0.1:{port}/healthz", process)
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        process.kill()
+        process.wait(timeout=10)
+        for _ in range(200):  # up to 20 s for a graceful stop
+            if not any(_alive(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        for pid in workers:  # never leave a worker behind, even when the test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if process.stderr:
+            process.stderr.close()
