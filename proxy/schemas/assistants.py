@@ -68,17 +68,7 @@ class CreateAssistantRequest(Closed):
     response_format: Any = None
 
 
-class ModifyAssistantRequest(Closed):
-    """Modify an assistant: the same fields, none required."""
+class ModifyAssistantRequest(CreateAssistantRequest):
+    """Modify an assistant: the same fields and limits, none required."""
 
-    model: str | None = None
-    name: Name = None
-    description: Description = None
-    instructions: Instructions = None
-    reasoning_effort: ReasoningEffort = None
-    tools: Annotated[list[Tool], Field(max_length=ASSISTANT_TOOLS)] | None = None
-    tool_resources: dict[str, Any] | None = None
-    metadata: Metadata = None
-    temperature: Temperature = None
-    top_p: TopP = None
-    response_format: Any = None
+    model: str | None = None  # type: ignore[assignment]
