@@ -31,9 +31,10 @@ from proxy.health import STORE, UPSTREAM, add_health_routes
 from proxy.instruments import Instruments
 from proxy.keys import Clock, KeyService
 from proxy.limiter import open_limiter
-from proxy.log import build_logger, log_middleware
-from proxy.metrics import EXPOSITION, exposition_registry, metrics_middleware, serve_metrics
+from proxy.log import CanonicalLine, build_logger
+from proxy.metrics import EXPOSITION, RequestMetrics, exposition_registry, serve_metrics
 from proxy.moderation import Moderator, moderation_middleware
+from proxy.outcome import Observer, lifecycle_middleware
 from proxy.permit import permit_middleware
 from proxy.policy import Policy, load_policy
 from proxy.quota import QUOTA_STATS, Quota
@@ -151,11 +152,11 @@ def create_app(
     store = open_store(settings)
     upstream = Upstream(settings.upstream)
     instruments = Instruments(CollectorRegistry(), policy.teams, settings.metrics.top_users)
-    outer: list[Middleware] = [log_middleware(requests_log)]
+    observers: list[Observer] = [CanonicalLine(requests_log)]
     if settings.metrics.enabled:
-        outer.append(metrics_middleware(instruments.requests))
+        observers.append(RequestMetrics(instruments.requests))
     app = web.Application(
-        middlewares=[*outer, error_middleware(log)],
+        middlewares=[lifecycle_middleware(observers), error_middleware(log)],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS], app[INSTRUMENTS] = settings, instruments

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import BinaryIO
@@ -10,11 +9,9 @@ from typing import BinaryIO
 import orjson
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from structlog.typing import EventDict, WrappedLogger
 
-from proxy.context import FACTS, Facts
-from proxy.outcome import finish
+from proxy.context import Facts, Outcome
 from proxy.settings import LogSettings
 
 Logger = structlog.typing.FilteringBoundLogger
@@ -75,10 +72,7 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _emit(
-    log: Logger, request: web.Request, facts: Facts, response: web.StreamResponse | None
-) -> None:
-    outcome = finish(request, facts, response)
+def _emit(log: Logger, request: web.Request, facts: Facts, outcome: Outcome) -> None:
     log.info(
         "request",
         request_id=facts.request_id,
@@ -107,20 +101,15 @@ def _emit(
     )
 
 
-def log_middleware(log: Logger) -> Middleware:
-    """Open the request's `Facts`, and write them out once the answer is done or abandoned."""
+class CanonicalLine:
+    """The log room as an observer of the request's life: one line at its end."""
 
-    @web.middleware
-    async def canonical_line(request: web.Request, handler: Handler) -> web.StreamResponse:
-        facts = request[FACTS] = Facts()
-        response: web.StreamResponse | None = None
-        try:
-            response = await handler(request)
-            return response
-        except asyncio.CancelledError:
-            facts.aborted = "client_gone"
-            raise
-        finally:
-            _emit(log, request, facts, response)
+    def __init__(self, log: Logger) -> None:
+        self._log = log
 
-    return canonical_line
+    def started(self, request: web.Request) -> None:
+        """Nothing is written until the end."""
+
+    def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
+        """Write the request's one line."""
+        _emit(self._log, request, facts, outcome)

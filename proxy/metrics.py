@@ -13,19 +13,16 @@ worker's scrape reports the whole server.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from proxy.context import FACTS, Facts, Outcome
+from proxy.context import Facts, Outcome
 from proxy.instruments import IMAGE_OPERATIONS, NONE, RequestMeter
-from proxy.outcome import finish
 from proxy.route import CALL
 from proxy.settings import MetricsSettings
 
@@ -98,27 +95,22 @@ def observe(meter: RequestMeter, request: web.Request, facts: Facts, outcome: Ou
     _images(meter, request, team, outcome.status)
 
 
-def metrics_middleware(meter: RequestMeter) -> Middleware:
-    """Count every `/v1` request once its answer is done or abandoned."""
+class RequestMetrics:
+    """The metrics room as an observer of the request's life: `/v1` requests only."""
 
-    @web.middleware
-    async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/v1/"):
-            return await handler(request)
-        facts = request[FACTS]
-        response: web.StreamResponse | None = None
-        meter.in_flight.inc()
-        try:
-            response = await handler(request)
-            return response
-        except asyncio.CancelledError:
-            facts.aborted = "client_gone"
-            raise
-        finally:
-            meter.in_flight.dec()
-            observe(meter, request, facts, finish(request, facts, response))
+    def __init__(self, meter: RequestMeter) -> None:
+        self._meter = meter
 
-    return metrics
+    def started(self, request: web.Request) -> None:
+        """One more request in flight."""
+        if request.path.startswith("/v1/"):
+            self._meter.in_flight.inc()
+
+    def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
+        """One fewer in flight, and the request counted."""
+        if request.path.startswith("/v1/"):
+            self._meter.in_flight.dec()
+            observe(self._meter, request, facts, outcome)
 
 
 def _own_port_app(registry: CollectorRegistry) -> web.Application:

@@ -1,17 +1,22 @@
-"""The end of a request, measured once: status, bytes in and out, and latency.
+"""A request's life: its `Facts` opened at the start, its end measured once, handed on.
 
-The metrics room (inner) and the log room (outer) both write out how a request ended; the
-first to ask measures it and keeps it in `Facts.outcome`, so both report the same numbers.
+One middleware, outermost, opens the facts every room fills in, notices a client that left,
+and when the answer is done or abandoned measures status, bytes and latency once and hands
+that outcome to each observer (the log line, the metrics), so all report the same numbers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from proxy.body import SpooledBody, StreamedBody
-from proxy.context import Facts, Outcome
+from proxy.context import FACTS, Facts, Outcome
 from proxy.route import BODY
 
 
@@ -41,12 +46,44 @@ def _status(response: web.StreamResponse | None, facts: Facts) -> int:
 
 
 def finish(request: web.Request, facts: Facts, response: web.StreamResponse | None) -> Outcome:
-    """The request's outcome: measured now if nobody has yet, else as it was measured."""
-    if facts.outcome is None:
-        facts.outcome = Outcome(
-            status=_status(response, facts),
-            bytes_in=_bytes_in(request),
-            bytes_out=_bytes_out(response),
-            seconds=time.perf_counter() - facts.started,
-        )
+    """The request's outcome, measured now, and kept in `facts`."""
+    facts.outcome = Outcome(
+        status=_status(response, facts),
+        bytes_in=_bytes_in(request),
+        bytes_out=_bytes_out(response),
+        seconds=time.perf_counter() - facts.started,
+    )
     return facts.outcome
+
+
+class Observer(Protocol):
+    """Something told of every request's start and end."""
+
+    def started(self, request: web.Request) -> None:
+        """The request arrived (its facts are open)."""
+
+    def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
+        """The answer is done or abandoned; `outcome` is how it ended."""
+
+
+def lifecycle_middleware(observers: Sequence[Observer]) -> Middleware:
+    """Open each request's `Facts`; at its end, measure it once and tell every observer."""
+
+    @web.middleware
+    async def lifecycle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        facts = request[FACTS] = Facts()
+        for observer in observers:
+            observer.started(request)
+        response: web.StreamResponse | None = None
+        try:
+            response = await handler(request)
+            return response
+        except asyncio.CancelledError:
+            facts.aborted = "client_gone"
+            raise
+        finally:
+            outcome = finish(request, facts, response)
+            for observer in observers:
+                observer.finished(request, facts, outcome)
+
+    return lifecycle
