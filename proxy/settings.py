@@ -47,9 +47,14 @@ class CredentialSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    """Connection to a Redis shared by every replica."""
+    """Connection to a Redis shared by every replica: one server, or a Redis Cluster.
+
+    With `cluster`, `url` names any one node of the cluster (its database must be 0); the
+    client learns the others and which slots each serves from it.
+    """
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    cluster: bool = False
     timeout: float = Field(default=0.05, gt=0)
 
 
