@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr, ValidationError
 from pytest_aiohttp import AiohttpServer
@@ -18,7 +19,8 @@ from pytest_aiohttp import AiohttpServer
 from proxy.app import create_app
 from proxy.policy import Policy
 from proxy.settings import RedisSettings, Settings
-from proxy.store.redis import BY_HASH
+from proxy.store import StoreUnavailable
+from proxy.store.redis import BY_HASH, guarded
 from tests.conftest import (
     CLIENT_KEY,
     FakeClock,
@@ -224,3 +226,18 @@ async def test_a_moved_storm_admits_exactly_the_limit(
     for tag, to in moved.items():
         with to.client() as client:
             assert client.keys(tag + "*"), f"{tag} counters are not on their new master"
+
+
+async def test_what_redis_py_raises_from_inside_is_a_store_failure() -> None:
+    """A command on a connection closed under it (what redis-py's cluster client does to
+    commands in flight when it rebuilds its slot map) fails inside redis-py with an
+    AttributeError: that is `StoreUnavailable`; the same error raised by our code is not."""
+    closed = aioredis.Connection(host="127.0.0.1", port=free_ports(1)[0])
+    with pytest.raises(StoreUnavailable, match="AttributeError"):
+        await guarded(lambda: closed._send_packed_command([b"PING\r\n"]))
+
+    async def ours() -> None:
+        raise AttributeError("a bug of ours")
+
+    with pytest.raises(AttributeError, match="a bug of ours"):
+        await guarded(ours)
