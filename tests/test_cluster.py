@@ -61,7 +61,8 @@ async def two_apps(
 
 
 def test_the_environment_says_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TOLLGATE_REDIS__CLUSTER=true turns the URL into a cluster's; a non-boolean is refused."""
+    """TOLLGATE_REDIS__CLUSTER=true turns the URL into a cluster's; a non-boolean, or a
+    database other than 0, is refused at start-up without showing the URL."""
     monkeypatch.setenv("TOLLGATE_REDIS__URL", "redis://10.0.0.7:7000/0")
     monkeypatch.setenv("TOLLGATE_REDIS__CLUSTER", "true")
     assert Settings().redis.cluster is True
@@ -70,12 +71,18 @@ def test_the_environment_says_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
     monkeypatch.delenv("TOLLGATE_REDIS__CLUSTER")
     assert Settings().redis.cluster is False
+    monkeypatch.setenv("TOLLGATE_REDIS__CLUSTER", "1")
+    monkeypatch.setenv("TOLLGATE_REDIS__URL", "redis://:hunter2-secret@10.0.0.7:7000/3")
+    with pytest.raises(ValidationError, match="database 0 only") as refused:
+        Settings()
+    assert "hunter2" not in str(refused.value)
 
 
 async def test_keys_issued_on_one_app_work_and_die_on_another(
     make_proxy: MakeProxy, flush_cluster: RedisClusterServers
 ) -> None:
-    """Issue on one app, use and list on the second, revoke on the first: refused at once."""
+    """Issue on one app, use and list on the second; rotate and revoke on the first: the
+    second refuses the old secret, then the new one, from its next request."""
     store = on_cluster(flush_cluster)
     first, second = await make_proxy(**store), await make_proxy(**store)
     record = await issue(first, user="alice")
@@ -83,10 +90,14 @@ async def test_keys_issued_on_one_app_work_and_die_on_another(
     status, listing = await admin(second, "GET", "/admin/keys")
     assert status == 200
     assert [key["id"] for key in listing["data"]] == [record["id"]]
-    status, _ = await admin(first, "DELETE", f"/admin/keys/{record['id']}")
+    status, rotated = await admin(first, "POST", f"/admin/keys/{record['id']}/rotate")
     assert status == 200
     assert await models_status(second, record["key"]) == 401
-    assert await models_status(first, record["key"]) == 401
+    assert await models_status(second, rotated["key"]) == 200
+    status, _ = await admin(first, "DELETE", f"/admin/keys/{record['id']}")
+    assert status == 200
+    assert await models_status(second, rotated["key"]) == 401
+    assert await models_status(first, rotated["key"]) == 401
 
 
 async def test_a_user_and_a_team_limit_are_exact_across_two_apps(
@@ -107,7 +118,8 @@ async def test_a_user_and_a_team_limit_are_exact_across_two_apps(
 async def test_the_cache_is_shared_by_apps_and_never_crosses_tenants(
     aiohttp_server: AiohttpServer, make_proxy: MakeProxy, flush_cluster: RedisClusterServers
 ) -> None:
-    """A miss on one app is a hit on the other; a team on another credential gets its own."""
+    """A miss on one app is a hit on the other; a team on another credential gets its own;
+    a flush finds the entries on every master."""
     origin = await aiohttp_server(_per_credential_upstream())
     url, policy = str(origin.make_url("")).rstrip("/"), without_moderation(policy_for_tests())
     first = await make_proxy(url, policy=policy, **on_cluster(flush_cluster))
@@ -121,6 +133,9 @@ async def test_the_cache_is_shared_by_apps_and_never_crosses_tenants(
     assert bob != alice
     _, headers, bob_again = await get(first, headers=BOB)
     assert (headers["x-tollgate-cache"], bob_again) == ("hit", bob)
+    status, answer = await admin(second, "POST", "/admin/cache/flush", {})
+    assert (status, answer["flushed"]) == (200, 2)
+    assert (await get(first, headers=ALICE))[1]["x-tollgate-cache"] == "miss"
 
 
 async def test_ready_on_a_healthy_cluster(
