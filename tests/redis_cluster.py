@@ -78,6 +78,11 @@ class RedisClusterServers:
             node.slots.discard(slot)
         to.slots.add(slot)
 
+    def wait_for_state(self, state: str, nodes: list[ClusterNode]) -> None:
+        """Return once every node of `nodes` reports `cluster_state:<state>`."""
+        for node in nodes:
+            _until(_in_state(node, state), f"node {node.port} did not reach {state}")
+
     def flush(self) -> None:
         """Empty every node."""
         for node in self.nodes:
@@ -138,10 +143,10 @@ def _answers(node: ClusterNode) -> Callable[[], bool]:
     return ready
 
 
-def _cluster_ok(node: ClusterNode) -> Callable[[], bool]:
+def _in_state(node: ClusterNode, state: str) -> Callable[[], bool]:
     def ready() -> bool:
         with node.client() as client:
-            return bool(client.cluster("INFO")["cluster_state"] == "ok")
+            return bool(client.cluster("INFO")["cluster_state"] == state)
 
     return ready
 
@@ -158,7 +163,7 @@ def _form(nodes: list[ClusterNode]) -> None:
         for node in nodes[1:]:
             client.execute_command("CLUSTER MEET", "127.0.0.1", node.port, node.bus_port)
     for node in nodes:
-        _until(_cluster_ok(node), f"node {node.port} did not reach cluster_state:ok")
+        _until(_in_state(node, "ok"), f"node {node.port} did not reach cluster_state:ok")
 
 
 def start_cluster(

@@ -256,3 +256,21 @@ async def test_what_redis_py_raises_from_inside_is_a_store_failure() -> None:
 
     with pytest.raises(AttributeError, match="a bug of ours"):
         await guarded(ours)
+
+
+async def test_a_cluster_that_is_down_is_a_503_for_everyone(
+    make_proxy: MakeProxy, tmp_path: Path
+) -> None:
+    """Once the other masters have failed a dead one (no replica to promote), the cluster
+    refuses every command (CLUSTERDOWN, which redis-py retries until the store timeout ends
+    it): limited requests get 503, never a 500 or a hang."""
+    cluster = start_cluster(tmp_path, free_ports(6), node_timeout_ms=500)
+    try:
+        proxy, _ = await limited_on(make_proxy, cluster)
+        assert await status_of(proxy, CLIENT_KEY) == (200, None)
+        dead = cluster.node_for(BY_HASH)
+        dead.kill()
+        cluster.wait_for_state("fail", [node for node in cluster.nodes if node is not dead])
+        assert await status_of(proxy, CLIENT_KEY) == (503, "quota_store_unavailable")
+    finally:
+        cluster.stop()
