@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from proxy.store.redis import RedisStore, guarded
 
 PREFIX = "tg:cache:"
@@ -93,29 +91,34 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Entries and locks in the Redis every replica shares; any failure is `StoreUnavailable`."""
+    """Entries and locks in the Redis every replica shares; any failure is `StoreUnavailable`.
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
+    An entry and its lock share the scope's hash tag (proxy/cache.py), so on a cluster each
+    scope's entries live on one node and different scopes spread over the nodes."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._client = store.client
 
     async def get(self, key: str) -> bytes | None:
         """One GET."""
-        value = await guarded(lambda: self._client.get(key))
+        value = await self._store.call(lambda: self._client.get(key))
         if value is None or isinstance(value, bytes):
             return value
         return value.encode()
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         """One SET with a TTL in milliseconds."""
-        await guarded(lambda: self._client.set(key, value, px=max(1, int(ttl * 1000))))
+        await self._store.call(lambda: self._client.set(key, value, px=max(1, int(ttl * 1000))))
 
     async def delete(self, keys: list[str]) -> None:
         """One DEL (keys of one scope share a hash tag, so this works on Cluster too)."""
         if keys:
-            await guarded(lambda: self._client.delete(*keys))
+            await self._store.call(lambda: self._client.delete(*keys))
 
     async def flush(self, prefix: str) -> int:
-        """SCAN for the prefix and delete what it finds."""
+        """SCAN for the prefix (every primary of a cluster) and delete what it finds; each
+        command has the timeout, the whole scan as long as it takes."""
 
         async def scan_and_delete() -> int:
             doomed = [key async for key in self._client.scan_iter(match=prefix + "*", count=500)]
@@ -127,18 +130,18 @@ class RedisCache:
 
     async def lock(self, key: str, ttl: float) -> bool:
         """SET NX PX: true for the one replica that gets it."""
-        taken = await guarded(
+        taken = await self._store.call(
             lambda: self._client.set(key, b"1", nx=True, px=max(1, int(ttl * 1000)))
         )
         return bool(taken)
 
     async def unlock(self, key: str) -> None:
         """DEL the lock."""
-        await guarded(lambda: self._client.delete(key))
+        await self._store.call(lambda: self._client.delete(key))
 
 
 def open_cache_backend(max_bytes: int, store: object) -> CacheBackend:
     """Redis when the store is Redis (sharing its pool), else a bounded in-process LRU."""
     if isinstance(store, RedisStore):
-        return RedisCache(store.client)
+        return RedisCache(store)
     return MemoryCache(max_bytes)

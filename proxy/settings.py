@@ -5,8 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # How much of a documented request is checked before it is sent (README, "Validation").
@@ -47,10 +56,26 @@ class CredentialSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    """Connection to a Redis shared by every replica."""
+    """Connection to a Redis shared by every replica: one server, or a Redis Cluster.
+
+    With `cluster`, `url` names any one node of the cluster (its database must be 0); the
+    client learns the others and which slots each serves from it.
+    """
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    cluster: bool = False
     timeout: float = Field(default=0.05, gt=0)
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_has_database_0_only(cls, cluster: bool, info: ValidationInfo) -> bool:
+        """A cluster has no databases but 0: say so at start-up. Checked on this field, so
+        that the error shows its value only, never the URL (a secret)."""
+        url = info.data.get("url")
+        database = urlsplit(url.get_secret_value()).path if isinstance(url, SecretStr) else ""
+        if cluster and database.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has database 0 only: end the URL with /0")
+        return cluster
 
 
 class CacheSettings(BaseModel):

@@ -9,9 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Protocol, cast
 
-import redis.asyncio as aioredis
-
-from proxy.store.redis import RedisStore, guarded
+from proxy.store.redis import RedisStore
 
 PREFIX = "tg:strikes:"
 
@@ -55,10 +53,12 @@ class MemoryStrikes:
 
 
 class RedisStrikes:
-    """Strikes in the Redis every replica shares: one sorted set per user."""
+    """Strikes in the Redis every replica shares: one sorted set per user, one key per
+    MULTI (so on a cluster each user's set lives on one node, and users spread)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._client = store.client
 
     async def add(self, who: str, now: float, window: float) -> list[float]:
         """ZADD, prune and read back in one transaction."""
@@ -73,7 +73,7 @@ class RedisStrikes:
                 answers = await pipe.execute()
             return [float(score) for _, score in answers[2]]
 
-        return await guarded(run)
+        return await self._store.call(run)
 
     async def recent(self, who: str, now: float, window: float) -> list[float]:
         """The strike times still in the window."""
@@ -84,15 +84,15 @@ class RedisStrikes:
             found = cast("list[tuple[bytes, float]]", answer)  # withscores=True: (member, score)
             return [float(score) for _, score in found if float(score) > now - window]
 
-        return await guarded(run)
+        return await self._store.call(run)
 
     async def clear(self, who: str) -> None:
         """DEL the user's set."""
-        await guarded(lambda: self._client.delete(PREFIX + who))
+        await self._store.call(lambda: self._client.delete(PREFIX + who))
 
 
 def open_strike_book(store: object) -> StrikeBook:
     """Redis when the store is Redis (sharing its pool), else this process's memory."""
     if isinstance(store, RedisStore):
-        return RedisStrikes(store.client)
+        return RedisStrikes(store)
     return MemoryStrikes()

@@ -25,6 +25,7 @@ from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, Recorded, create_fa
 from proxy.keys import Clock, hash_key
 from proxy.policy import Policy, StaticKey, Team, User
 from proxy.settings import CredentialSettings, RedisSettings, Settings, UpstreamSettings
+from tests.redis_cluster import RedisClusterServers, start_cluster
 
 UPSTREAM_KEY = "sk-upstream-central-0123456789abcdef"
 BLUE_UPSTREAM_KEY = "sk-upstream-blue-team-fedcba9876543210"
@@ -253,3 +254,29 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, 
     # A busy test machine can miss the 50 ms production timeout; failures are tested apart.
     redis = RedisSettings(url=SecretStr(server.url), timeout=1.0)
     return {"store": "redis", "redis": redis}
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on loopback that nothing listens on right now."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A three-master Redis Cluster on loopback for the whole session (tests/redis_cluster.py)."""
+    servers = start_cluster(tmp_path_factory.mktemp("redis-cluster"), free_ports(6))
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def flush_cluster(redis_cluster: RedisClusterServers) -> Iterator[RedisClusterServers]:
+    """The session's cluster, emptied before and after the test."""
+    redis_cluster.flush()
+    yield redis_cluster
+    redis_cluster.flush()
