@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
@@ -22,7 +23,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ValidationMode = Literal["strict", "documented", "off"]
 
 
-class UpstreamSettings(BaseModel):
+class Section(BaseModel):
+    """A group of settings whose errors never echo what was given: it may hold a secret."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+
+class UpstreamSettings(Section):
     """Where requests go and with which central credential."""
 
     base_url: AnyHttpUrl = AnyHttpUrl("https://api.openai.com")
@@ -46,7 +53,7 @@ class UpstreamSettings(BaseModel):
         return str(self.base_url).rstrip("/")
 
 
-class CredentialSettings(BaseModel):
+class CredentialSettings(Section):
     """A named upstream credential a team bills to (TOLLGATE_CREDENTIALS__<NAME>__*)."""
 
     api_key: SecretStr | None = None
@@ -55,7 +62,7 @@ class CredentialSettings(BaseModel):
     base_url: AnyHttpUrl | None = None
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(Section):
     """Connection to a Redis shared by every replica: one server, or a Redis Cluster.
 
     With `cluster`, `url` names any one node of the cluster (its database must be 0); the
@@ -78,7 +85,7 @@ class RedisSettings(BaseModel):
         return cluster
 
 
-class CacheSettings(BaseModel):
+class CacheSettings(Section):
     """What is cached, for how long, and how much memory the embedded cache may hold."""
 
     enabled: bool = True
@@ -89,7 +96,7 @@ class CacheSettings(BaseModel):
     lock_ttl: float = Field(default=5.0, gt=0)
 
 
-class QuotaSettings(BaseModel):
+class QuotaSettings(Section):
     """What quotas do when the store fails, and how long a concurrency slot may be held.
 
     `fail_closed` (default) answers 503 while limits cannot be checked: money spent past a
@@ -103,14 +110,14 @@ class QuotaSettings(BaseModel):
     lease: float = Field(default=900.0, gt=0)  # seconds a crashed replica's slot stays taken
 
 
-class LogSettings(BaseModel):
+class LogSettings(Section):
     """How the canonical request lines are written."""
 
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(Section):
     """Where `/metrics` is served, whether worker processes share it, and per-user labels."""
 
     enabled: bool = True
@@ -127,6 +134,7 @@ class Settings(BaseSettings):
         env_prefix="TOLLGATE_",
         env_nested_delimiter="__",
         extra="ignore",
+        hide_input_in_errors=True,  # an error shows the whole environment it was given
     )
 
     host: str = "127.0.0.1"

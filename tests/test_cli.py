@@ -100,6 +100,30 @@ def test_check_config_summarises_without_secrets() -> None:
     assert "sk-very-secret" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"PROMETHEUS_MULTIPROC_DIR": "/tmp/tollgate-elsewhere"},  # fails the whole model
+        {"TOLLGATE_PORT": "not-a-port"},  # fails one field
+        {"TOLLGATE_UPSTREAM__BASE_URL": "https://u:sk-7@api.example"},  # a secret in the value
+    ],
+)
+def test_a_bad_setting_never_prints_a_secret(bad: dict[str, str]) -> None:
+    """A settings error names what is wrong, never the values around it (the upstream key)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "TOLLGATE_UPSTREAM__API_KEY": "sk-9",
+        "TOLLGATE_CREDENTIALS__EU__API_KEY": "sk-8",
+        **bad,
+    }
+    result = _tollgate("check-config", env=env)
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr
+    assert "sk-9" not in result.stderr + result.stdout
+    assert "sk-8" not in result.stderr + result.stdout
+    assert "sk-7" not in result.stderr + result.stdout
+
+
 def test_serve_forwards_to_the_configured_upstream(fake_upstream_process: int) -> None:
     """`tollgate serve` with the example config answers the SDK and logs JSON to stdout."""
     port = free_port()
