@@ -16,7 +16,8 @@ from proxy.prices import PriceTable
 class StaticKey(BaseModel):
     """A client key listed by its SHA-256 hash (`tollgate keys hash` prints one)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input: a secret pasted where its hash belongs must not be echoed back
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     id: str = Field(min_length=1, max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
@@ -49,7 +50,8 @@ class User(BaseModel):
 class Policy(BaseModel):
     """Everything the policy file says."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input: the whole file would be echoed, a pasted secret with it
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     default_team: str = "default"
     teams: dict[str, Team] = Field(default_factory=lambda: {"default": Team()})

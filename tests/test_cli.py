@@ -257,3 +257,13 @@ def test_a_bad_policy_file_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unknown team(s): nowhere" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_key_pasted_where_its_hash_belongs_is_not_echoed(tmp_path: Path) -> None:
+    """An operator who pastes the secret itself into `sha256` is told so without seeing it."""
+    policy = tmp_path / "pasted.yaml"
+    policy.write_text("keys:\n  - {id: k, sha256: tg-pasted-secret-123}\n")
+    result = _tollgate("check-config", "--config", str(policy))
+    assert result.returncode == 2
+    assert "sha256" in result.stderr
+    assert "tg-pasted-secret-123" not in result.stderr + result.stdout
