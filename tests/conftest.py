@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
+from proxy.admin import ADMIN_APP
 from proxy.app import create_app
 from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, Recorded, create_fake_upstream
 from proxy.keys import Clock, hash_key
@@ -189,6 +190,8 @@ async def make_proxy(
         app = create_app(settings, policy=policy, log_stream=logs, clock=clock)
         exposure.learn_settings(settings)
         exposure.watch(app, f"proxy #{len(made)}")
+        if ADMIN_APP in app:
+            exposure.watch(app[ADMIN_APP], f"admin listener of proxy #{len(made)}")
         proxy = Proxy(await aiohttp_server(app), logs)
         made.append((proxy, settings))
         return proxy
