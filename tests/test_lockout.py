@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 from pydantic import SecretStr
 
@@ -158,3 +159,21 @@ async def test_a_store_that_cannot_count_leaves_failures_uncounted(
     assert await statuses(proxy, [key, key, key, CLIENT_KEY]) == [expected] * 3 + [200]
     if key is None:
         assert await metric(proxy, "tollgate_auth_failure_store_errors_total") == 3
+
+
+async def test_the_sdk_raises_its_rate_limit_error_for_a_locked_out_address(
+    make_proxy: MakeProxy,
+) -> None:
+    """The official SDK reads the lock-out as OpenAI's own 429: a RateLimitError."""
+    proxy = await make_proxy(auth=AuthSettings(max_failures=1))
+    url = proxy.url("/v1")
+    async with openai.AsyncOpenAI(base_url=url, api_key=WRONG, max_retries=0) as wrong:
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.models.list()
+        with pytest.raises(openai.RateLimitError) as caught:
+            await wrong.models.list()
+    assert caught.value.code == "rate_limit_exceeded"
+    assert caught.value.response.headers["retry-after"] == "60"
+    async with openai.AsyncOpenAI(base_url=url, api_key=CLIENT_KEY, max_retries=0) as right:
+        with pytest.raises(openai.RateLimitError):
+            await right.models.list()
