@@ -9,9 +9,18 @@ import textwrap
 from pathlib import Path
 
 import aiohttp
+import redis
 from pydantic import SecretStr
 
-from tests.conftest import ADMIN_TOKEN, CLIENT_KEY, MakeProxy, Upstream, proxy_settings
+from tests.conftest import (
+    ADMIN_TOKEN,
+    CLIENT_KEY,
+    MakeProxy,
+    RedisServer,
+    Upstream,
+    proxy_settings,
+    redis_contents,
+)
 from tests.exposure import Exposure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +109,17 @@ def test_a_leak_fails_a_run_whose_tests_all_pass(tmp_path: Path) -> None:
     assert "ADMIN_TOKEN in log of proxy #0" in done.stdout
     assert "ADMIN_TOKEN in answer of proxy #0 to GET /v1/{tail}" in done.stdout
     assert ADMIN_TOKEN not in done.stdout
+
+
+def test_what_redis_holds_is_read_whatever_its_type(flush_redis: RedisServer) -> None:
+    """Strings, hashes, lists, sets and sorted sets all reach the scan, names and values."""
+    client = redis.Redis(port=flush_redis.port)
+    client.set("s", "string-value")
+    client.hset("h", "field", "hash-value")
+    client.rpush("l", "list-value")
+    client.sadd("t", "set-value")
+    client.zadd("z", {"zset-member": 1})
+    text = redis_contents(client)
+    client.close()
+    for seen in (b"string-value", b"hash-value", b"list-value", b"set-value", b"zset-member"):
+        assert seen in text
