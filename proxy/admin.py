@@ -1,20 +1,24 @@
-"""The admin API under `/admin`: issue, show, change, rotate and revoke keys, with its own token."""
+"""The admin API under `/admin`: issue, show, change, rotate and revoke keys, behind its own
+token (`AdminGate`), on the main port or on a listener of its own (`own_listener`)."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from proxy.auth import bearer_token
 from proxy.cache import ResponseCache
 from proxy.errors import InvalidRequest, ProxyError, Unauthorized
 from proxy.keys import KeyRecord, KeyService, UnknownKey
 from proxy.limits import key_rules
+from proxy.lockout import Lockout
 from proxy.moderation import Moderator
 from proxy.policy import Policy
 from proxy.store import StoreUnavailable
@@ -23,6 +27,8 @@ from proxy.tenancy import Tenancy
 Pattern = str
 _OFF = "The admin API is off: set TOLLGATE_ADMIN_TOKEN to turn it on."
 _WRONG = "Incorrect admin token."
+ADMIN_APP = web.AppKey("admin_app", web.Application)  # the admin API's own app, on its own port
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _small_map(value: dict[str, str]) -> dict[str, str]:
@@ -153,21 +159,49 @@ class AdminApi:
         return _shown(record, secret)
 
 
-def guarded(token: str | None, handler: Handler) -> Handler:
-    """`handler`, answering 401 unless the request bears the admin token."""
-
-    async def checked(request: web.Request) -> web.StreamResponse:
-        if token is None:
-            raise Unauthorized(_OFF)
-        given = bearer_token(request.headers.get("Authorization", "")) or ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized(_WRONG)
-        return await handler(request)
-
-    return checked
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
-def add_admin_routes(app: web.Application, api: AdminApi, token: str | None) -> None:
+class AdminGate:
+    """The admin token's check: compared as digests (equal length, constant time, whatever
+    was sent), taken only from the `Authorization` header, failures counted per address."""
+
+    def __init__(self, token: SecretStr | None, lockout: Lockout) -> None:
+        self._digest = None if token is None else _digest(token.get_secret_value())
+        self._lockout = lockout
+
+    def guarded(self, handler: Handler) -> Handler:
+        """`handler`, answering 401 unless the request bears the admin token."""
+
+        async def checked(request: web.Request) -> web.StreamResponse:
+            if self._digest is None:
+                raise Unauthorized(_OFF)
+            self._lockout.check(request)
+            given = bearer_token(request.headers.get("Authorization", "")) or ""
+            if not hmac.compare_digest(_digest(given), self._digest):
+                await self._lockout.failed(request)
+                raise Unauthorized(_WRONG)
+            return await handler(request)
+
+        return checked
+
+
+def own_listener(admin: web.Application, host: str, port: int, *, shared: bool) -> CleanupContext:
+    """Serve `admin` on a port of its own while the main app runs (SO_REUSEPORT when the
+    server's worker processes all bind it, as they do the metrics port)."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        runner = web.AppRunner(admin, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_port=shared or None).start()
+        yield
+        await runner.cleanup()
+
+    return lifecycle
+
+
+def add_admin_routes(app: web.Application, api: AdminApi, gate: AdminGate) -> None:
     """Mount the admin API on `app` under `/admin`."""
     routes = [
         ("POST", "/admin/keys", api.create),
@@ -178,7 +212,7 @@ def add_admin_routes(app: web.Application, api: AdminApi, token: str | None) -> 
         ("POST", "/admin/keys/{key_id}/rotate", api.rotate),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, path, guarded(token, handler))
+        app.router.add_route(method, path, gate.guarded(handler))
 
 
 class CacheFlush(BaseModel):
@@ -191,7 +225,7 @@ class CacheFlush(BaseModel):
 
 
 def add_cache_admin_routes(
-    app: web.Application, cache: ResponseCache, tenancy: Tenancy, token: str | None
+    app: web.Application, cache: ResponseCache, tenancy: Tenancy, gate: AdminGate
 ) -> None:
     """POST /admin/cache/flush: drop a team's or a scope's cached answers, or all of them."""
 
@@ -207,10 +241,10 @@ def add_cache_admin_routes(
             scope = tenancy.credential(spec.team).scope
         return _json({"flushed": await cache.flush(scope), "scope": scope})
 
-    app.router.add_post("/admin/cache/flush", guarded(token, flush))
+    app.router.add_post("/admin/cache/flush", gate.guarded(flush))
 
 
-def add_strike_admin_routes(app: web.Application, moderator: Moderator, token: str | None) -> None:
+def add_strike_admin_routes(app: web.Application, moderator: Moderator, gate: AdminGate) -> None:
     """GET and DELETE /admin/strikes/{team}/{user}: a user's moderation strikes, and forgiving."""
 
     async def show(request: web.Request) -> web.Response:
@@ -228,5 +262,5 @@ def add_strike_admin_routes(app: web.Application, moderator: Moderator, token: s
             raise ProxyError(503, "The store is unavailable.", type="server_error") from None
         return _json(await moderator.strike_report(team, user))
 
-    app.router.add_get("/admin/strikes/{team}/{user}", guarded(token, show))
-    app.router.add_delete("/admin/strikes/{team}/{user}", guarded(token, clear))
+    app.router.add_get("/admin/strikes/{team}/{user}", gate.guarded(show))
+    app.router.add_delete("/admin/strikes/{team}/{user}", gate.guarded(clear))

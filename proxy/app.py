@@ -13,10 +13,13 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy.admin import (
+    ADMIN_APP,
     AdminApi,
+    AdminGate,
     add_admin_routes,
     add_cache_admin_routes,
     add_strike_admin_routes,
+    own_listener,
 )
 from proxy.allowance import Allowances
 from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
@@ -31,6 +34,7 @@ from proxy.health import STORE, UPSTREAM, add_health_routes
 from proxy.instruments import Instruments
 from proxy.keys import Clock, KeyService
 from proxy.limiter import open_limiter
+from proxy.lockout import Lockout
 from proxy.log import CanonicalLine, build_logger
 from proxy.metrics import EXPOSITION, RequestMetrics, exposition_registry, serve_metrics
 from proxy.moderation import Moderator, moderation_middleware
@@ -76,9 +80,26 @@ def _chain(stages: list[Middleware], handler: Handler) -> Handler:
     return handler
 
 
+def _admin_app(
+    app: web.Application, settings: Settings, middlewares: list[Middleware]
+) -> web.Application:
+    """Where the `/admin` routes go: the main app, or (with `admin.port`) an app of their own
+    on that port, so that the main port has no `/admin` at all."""
+    if settings.admin.port is None:
+        return app
+    admin = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
+    admin[SETTINGS] = settings
+    app[ADMIN_APP] = admin
+    where = (settings.admin.host or settings.host, settings.admin.port)
+    shared = settings.metrics.multiproc_dir is not None  # one of several worker processes
+    app.cleanup_ctx.append(own_listener(admin, *where, shared=shared))
+    return admin
+
+
 def _v1_handler(
     settings: Settings,
     authenticator: Authenticator,
+    lockout: Lockout,
     tenancy: Tenancy,
     moderator: Moderator,
     cache: CacheRoom,
@@ -104,7 +125,7 @@ def _v1_handler(
         (cache_middleware(cache), cache.applies),
     ]
     pipeline = [
-        auth_middleware(authenticator),
+        auth_middleware(authenticator, lockout),
         route_middleware(
             EndpointTable(),
             passthrough=settings.passthrough,
@@ -155,19 +176,24 @@ def create_app(
     observers: list[Observer] = [CanonicalLine(requests_log)]
     if settings.metrics.enabled:
         observers.append(RequestMetrics(instruments.requests))
-    app = web.Application(
-        middlewares=[lifecycle_middleware(observers), error_middleware(log)],
-        client_max_size=settings.max_request_bytes,
-    )
+    middlewares = [lifecycle_middleware(observers), error_middleware(log)]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
     app[SETTINGS], app[INSTRUMENTS] = settings, instruments
     app[EXPOSITION] = exposition_registry(settings.metrics, instruments.registry)
     if settings.metrics.enabled:
         serve_metrics(app, settings.metrics, settings.host)
     app.cleanup_ctx.append(_resources(store, upstream))
     add_health_routes(app)
-    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    lockout = Lockout(
+        settings.auth,
+        open_limiter(store, settings.quota, clock),
+        clock,
+        instruments.auth,
+        settings.trusted_proxies,
+    )
+    admin, gate = _admin_app(app, settings, middlewares), AdminGate(settings.admin_token, lockout)
     keys = KeyService(store, clock)
-    add_admin_routes(app, AdminApi(keys, policy), admin_token)
+    add_admin_routes(admin, AdminApi(keys, policy), gate)
     cache = CacheRoom(
         ResponseCache(
             open_cache_backend(settings.cache.max_bytes, store),
@@ -178,7 +204,7 @@ def create_app(
         cache_ttls(settings.cache),
     )
     app[CACHE] = cache.cache
-    add_cache_admin_routes(app, cache.cache, tenancy, admin_token)
+    add_cache_admin_routes(admin, cache.cache, tenancy, gate)
     moderator = Moderator(
         policy.moderation,
         upstream,
@@ -188,14 +214,14 @@ def create_app(
         instruments.moderation,
     )
     app[MODERATOR] = moderator
-    add_strike_admin_routes(app, moderator, admin_token)
+    add_strike_admin_routes(admin, moderator, gate)
     authenticator = Authenticator(policy, tenancy, store, clock)
     limiter = open_limiter(store, settings.quota, clock)
     allowances = Allowances(policy.limits, policy.prices)
-    add_usage_routes(app, UsageApi(allowances, limiter, keys, policy, clock), admin_token)
+    add_usage_routes(admin, UsageApi(allowances, limiter, keys, policy, clock), gate)
     quota = Quota(allowances, limiter, settings.quota, clock, instruments.quota)
     app[QUOTA_STATS] = quota.stats
     app.on_response_prepare.append(add_rate_limit_headers)
-    v1 = _v1_handler(settings, authenticator, tenancy, moderator, cache, upstream, quota)
+    v1 = _v1_handler(settings, authenticator, lockout, tenancy, moderator, cache, upstream, quota)
     app.router.add_route("*", "/v1/{tail:.*}", v1)
     return app

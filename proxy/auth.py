@@ -4,6 +4,10 @@ Keys are looked up by their SHA-256: first among the policy file's static keys (
 then among issued keys in the store (one lookup, no local cache, so a revocation holds from
 the next request on every replica). A store that does not answer is a 503, never a 401: an
 outage must not tell clients their keys are bad.
+
+Every wrong key, unknown or malformed or no longer usable, takes the same path (one digest,
+one store lookup) to the same answer, so the answer tells nothing about which keys exist; each
+failure is counted against the client's address (proxy/lockout.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from proxy.context import FACTS
 from proxy.errors import ProxyError, Unauthorized
 from proxy.keys import Clock, KeyRecord, hash_key
+from proxy.lockout import Lockout
 from proxy.policy import Policy
 from proxy.store import Store, StoreUnavailable
 from proxy.tenancy import Credential, Tenancy
@@ -106,15 +111,19 @@ def bearer_token(header: str) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def auth_middleware(authenticator: Authenticator) -> Middleware:
-    """Attach `PRINCIPAL` to every `/v1` request, or refuse it with `invalid_api_key`."""
+def auth_middleware(authenticator: Authenticator, lockout: Lockout) -> Middleware:
+    """Attach `PRINCIPAL` to every `/v1` request, or refuse it with `invalid_api_key`
+    (or 429, from an address with too many failures: see proxy/lockout.py)."""
 
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        lockout.check(request)
         token = bearer_token(request.headers.get("Authorization", ""))
         if token is None:
+            await lockout.failed(request)
             raise Unauthorized(_MISSING)
         principal = await authenticator.principal(token)
         if principal is None:
+            await lockout.failed(request)
             raise Unauthorized(_INCORRECT)
         facts = request[FACTS]
         facts.key_id, facts.user, facts.team = principal.key_id, principal.user, principal.team

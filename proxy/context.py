@@ -50,6 +50,8 @@ class Facts:
     quota_reason: str | None = None  # the limit that refused, or why the store was skipped
     quota_shadow: list[str] | None = None  # shadow limits the request went over
     quota_refund: str | None = None  # why the charge was given back ("... (lost)" if it failed)
+    auth: str | None = None  # "failed" (counted against the address) or "locked_out" (429)
+    client: str | None = None  # the address it counted against, when `auth` is set
 
     @property
     def request_id(self) -> str:

@@ -224,6 +224,39 @@ class QuotaMetrics:
         child.inc(micros / 1_000_000)
 
 
+class AuthMetrics:
+    """Failed authentications, and requests refused because their address had too many."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._failures = Counter(
+            "tollgate_auth_failures",
+            "Requests with a missing or wrong client key or admin token.",
+            registry=registry,
+        )
+        self._lockouts = Counter(
+            "tollgate_auth_lockouts",
+            "Requests refused with 429 because their address failed to authenticate too often.",
+            registry=registry,
+        )
+        self._store_errors = Counter(
+            "tollgate_auth_failure_store_errors",
+            "Failed authentications left uncounted because the store failed.",
+            registry=registry,
+        )
+
+    def failed(self) -> None:
+        """One failed authentication."""
+        self._failures.inc()
+
+    def locked_out(self) -> None:
+        """One request refused for its address's failures."""
+        self._lockouts.inc()
+
+    def store_error(self) -> None:
+        """A failure the store did not count."""
+        self._store_errors.inc()
+
+
 class _PerOperation:
     """The children of one operation, resolved once."""
 
@@ -360,3 +393,4 @@ class Instruments:
         self.cache = CacheStats(registry)
         self.moderation = ModerationStats(registry)
         self.quota = QuotaMetrics(registry, teams)
+        self.auth = AuthMetrics(registry)

@@ -26,8 +26,12 @@ def generate_key() -> str:
 
 
 def hash_key(secret: str) -> str:
-    """The SHA-256 hex digest under which a key is listed and looked up."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    """The SHA-256 hex digest under which a key is listed and looked up.
+
+    Any header text hashes, bytes that are not UTF-8 included (aiohttp hands those over as
+    surrogate escapes): a malformed key is one more unknown key, never an error of its own.
+    """
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class KeyRecord(BaseModel):

@@ -95,6 +95,8 @@ def _emit(log: Logger, request: web.Request, facts: Facts, outcome: Outcome) -> 
         quota_reason=facts.quota_reason,
         quota_shadow=facts.quota_shadow,
         quota_refund=facts.quota_refund,
+        auth=facts.auth,
+        client=facts.client,
         bytes_in=outcome.bytes_in,
         bytes_out=outcome.bytes_out,
         latency_ms=_ms(outcome.seconds),

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -110,6 +111,27 @@ class QuotaSettings(Section):
     lease: float = Field(default=900.0, gt=0)  # seconds a crashed replica's slot stays taken
 
 
+class AuthSettings(Section):
+    """How many failed authentications one client address gets before it is refused.
+
+    A failure is a `/v1` request with a missing or wrong key, or an admin request with a wrong
+    token. `max_failures` of them within `failure_window` seconds are answered 401; past that,
+    every request from the address (a valid key included, so guessing learns nothing) gets 429
+    until the window allows another. Counted in the store, so replicas on Redis add up.
+    """
+
+    max_failures: int = Field(default=10, ge=0)  # 0 turns the limit off
+    failure_window: float = Field(default=60.0, gt=0, le=86_400)
+
+
+class AdminSettings(Section):
+    """Where the admin API listens: on the main port, or on a port of its own (and then not
+    on the main port at all), e.g. one bound to an internal interface only."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)  # None: under /admin on the main port
+    host: str | None = None  # for `port`; None: the main host
+
+
 class LogSettings(Section):
     """How the canonical request lines are written."""
 
@@ -152,6 +174,10 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     metrics: MetricsSettings = MetricsSettings()
     admin_token: SecretStr | None = None
+    admin: AdminSettings = AdminSettings()
+    auth: AuthSettings = AuthSettings()
+    # Proxies whose X-Forwarded-For is believed (addresses or networks); none by default.
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     data_file: Path | None = Path("data/tollgate-keys.json")
     pseudonym_secret: SecretStr | None = None
     validation: ValidationMode = "documented"

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.admin import UnknownKeyError, guarded
+from proxy.admin import AdminGate, UnknownKeyError
 from proxy.allowance import Allowances
 from proxy.errors import ProxyError
 from proxy.keys import Clock, KeyService, UnknownKey
@@ -141,9 +141,9 @@ class UsageApi:
         return await self._answer(request, counters)
 
 
-def add_usage_routes(app: web.Application, api: UsageApi, token: str | None) -> None:
+def add_usage_routes(app: web.Application, api: UsageApi, gate: AdminGate) -> None:
     """Mount the usage API under `/admin/usage`, behind the admin token."""
     path = "/admin/usage/{scope:keys|users|teams}/{name}"
     handlers: list[tuple[str, Handler]] = [("GET", api.show), ("DELETE", api.reset)]
     for method, handler in handlers:
-        app.router.add_route(method, path, guarded(token, handler))
+        app.router.add_route(method, path, gate.guarded(handler))

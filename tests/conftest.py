@@ -17,14 +17,18 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
+from proxy.admin import ADMIN_APP
 from proxy.app import create_app
 from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, Recorded, create_fake_upstream
 from proxy.keys import Clock, hash_key
+from proxy.metrics import EXPOSITION
 from proxy.policy import Policy, StaticKey, Team, User
 from proxy.settings import CredentialSettings, RedisSettings, Settings, UpstreamSettings
+from tests.exposure import Exposure
 from tests.redis_cluster import RedisClusterServers, start_cluster
 
 UPSTREAM_KEY = "sk-upstream-central-0123456789abcdef"
@@ -34,6 +38,50 @@ UPSTREAM_ORG = "org-central"
 UPSTREAM_PROJECT = "proj_central"
 CLIENT_KEY = "tg-client-alice-" + "a" * 32
 OTHER_KEY = "tg-client-bob-" + "b" * 32
+EXPOSURE = pytest.StashKey[Exposure]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One leak detector for the session, watching for the suite's own secrets from the start."""
+    exposure = config.stash[EXPOSURE] = Exposure()
+    for name in ("UPSTREAM_KEY", "BLUE_UPSTREAM_KEY", "ADMIN_TOKEN", "CLIENT_KEY", "OTHER_KEY"):
+        exposure.learn(name, globals()[name])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Once a test's fixtures have handed over what they recorded, scan it and let it go."""
+    try:
+        yield
+    finally:
+        item.config.stash[EXPOSURE].scan(item.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A secret anywhere Tollgate wrote it fails the run, however the tests themselves did."""
+    if session.config.stash[EXPOSURE].leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say what leaked where, or how much was scanned."""
+    exposure = config.stash[EXPOSURE]
+    if not exposure.leaks:
+        terminalreporter.write_line(
+            f"no secret in logs, answers, metrics or stores "
+            f"({len(exposure.secrets)} secrets, {exposure.scanned:,} bytes scanned "
+            f"in {exposure.seconds:.2f} s)"
+        )
+        return
+    terminalreporter.section("secrets leaked", red=True)
+    for leak in exposure.leaks:
+        terminalreporter.write_line(str(leak), red=True)
+
+
+@pytest.fixture(scope="session")
+def exposure(pytestconfig: pytest.Config) -> Exposure:
+    """The session's leak detector (see tests/exposure.py)."""
+    return pytestconfig.stash[EXPOSURE]
 
 
 def policy_for_tests() -> Policy:
@@ -112,9 +160,23 @@ def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
 MakeProxy = Callable[..., Awaitable[Proxy]]
 
 
+def _hand_over(exposure: Exposure, proxy: Proxy, settings: Settings, name: str) -> None:
+    """What a Tollgate keeps and wrote besides its answers: log, metrics, data file."""
+    exposure.record(f"log of {name}", proxy.logs.getvalue())
+    exposure.record(f"metrics of {name}", generate_latest(proxy.server.app[EXPOSITION]))
+    if settings.data_file is not None and settings.data_file.exists():
+        exposure.record(f"data file of {name}", settings.data_file.read_bytes())
+
+
 @pytest.fixture
-async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeProxy:
-    """Start a Tollgate in front of the fake upstream, with settings (and policy) as asked."""
+async def make_proxy(
+    aiohttp_server: AiohttpServer, upstream: Upstream, exposure: Exposure
+) -> AsyncIterator[MakeProxy]:
+    """Start a Tollgate in front of the fake upstream, with settings (and policy) as asked.
+
+    Each one is watched for leaks: its secrets are learned, its answers recorded as written,
+    and its log, metrics and data file handed to the leak detector when the test ends."""
+    made: list[tuple[Proxy, Settings]] = []
 
     async def make(
         upstream_url: str | None = None,
@@ -127,9 +189,17 @@ async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeP
         settings = proxy_settings(upstream_url or upstream.url, **overrides)
         policy = policy or policy_for_tests()
         app = create_app(settings, policy=policy, log_stream=logs, clock=clock)
-        return Proxy(await aiohttp_server(app), logs)
+        exposure.learn_settings(settings)
+        exposure.watch(app, f"proxy #{len(made)}")
+        if ADMIN_APP in app:
+            exposure.watch(app[ADMIN_APP], f"admin listener of proxy #{len(made)}")
+        proxy = Proxy(await aiohttp_server(app), logs)
+        made.append((proxy, settings))
+        return proxy
 
-    return make
+    yield make
+    for number, (proxy, settings) in enumerate(made):
+        _hand_over(exposure, proxy, settings, f"proxy #{number}")
 
 
 ProxyBefore = Callable[..., Awaitable[Proxy]]
@@ -235,12 +305,34 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     process.wait(timeout=10)
 
 
+def _redis_value(client: redis.Redis, name: bytes) -> object:
+    """A key's value, read the way its type is read."""
+    kind = client.type(name)
+    if kind == b"hash":
+        return client.hgetall(name)
+    if kind == b"list":
+        return client.lrange(name, 0, -1)
+    if kind == b"set":
+        return client.smembers(name)
+    if kind == b"zset":
+        return client.zrange(name, 0, -1, withscores=True)
+    return client.get(name) if kind == b"string" else kind
+
+
+def redis_contents(client: redis.Redis) -> bytes:
+    """Every key in Redis and its value, whatever its type, as one text."""
+    names: list[bytes] = list(client.scan_iter(count=1000))
+    return b"\n".join(repr((name, _redis_value(client, name))).encode() for name in names)
+
+
 @pytest.fixture
-def flush_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """The session's redis-server, emptied before and after the test."""
+def flush_redis(redis_server: RedisServer, exposure: Exposure) -> Iterator[RedisServer]:
+    """The session's redis-server, emptied before and after the test (what the test left
+    there goes to the leak detector first)."""
     client = redis.Redis(port=redis_server.port)
     client.flushall()
     yield redis_server
+    exposure.record("redis", redis_contents(client))
     client.flushall()
     client.close()
 
@@ -275,8 +367,15 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 @pytest.fixture
-def flush_cluster(redis_cluster: RedisClusterServers) -> Iterator[RedisClusterServers]:
-    """The session's cluster, emptied before and after the test."""
+def flush_cluster(
+    redis_cluster: RedisClusterServers, exposure: Exposure
+) -> Iterator[RedisClusterServers]:
+    """The session's cluster, emptied before and after the test (what the test left on each
+    node goes to the leak detector first)."""
     redis_cluster.flush()
     yield redis_cluster
+    for node in redis_cluster.nodes:
+        if node.process.poll() is None:
+            with node.client() as client:
+                exposure.record(f"redis cluster node {node.port}", redis_contents(client))
     redis_cluster.flush()

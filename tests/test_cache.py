@@ -90,10 +90,11 @@ def _per_credential_upstream() -> web.Application:
 
 
 async def test_teams_on_different_credentials_never_see_each_others_listing(
-    proxy_before: ProxyBefore,
+    proxy_before: ProxyBefore, store_settings: dict[str, Any]
 ) -> None:
-    """alice (central credential) and bob (blue credential) each get, and keep, their own list."""
-    proxy = await proxy_before(_per_credential_upstream())
+    """alice (central credential) and bob (blue credential) each get, and keep, their own list,
+    in the embedded cache and in Redis alike."""
+    proxy = await proxy_before(_per_credential_upstream(), **store_settings)
     answers = {}
     for name, headers in (("alice", ALICE), ("bob", BOB), ("alice2", ALICE), ("bob2", BOB)):
         _, seen_headers, answers[name] = await get(proxy, headers=headers)

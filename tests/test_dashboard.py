@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from proxy.policy import Policy
-from proxy.settings import MetricsSettings
+from proxy.settings import AuthSettings, MetricsSettings
 from tests.conftest import (
     CLIENT_KEY,
     OTHER_KEY,
@@ -176,7 +176,11 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     make_proxy: MakeProxy, upstream: Upstream, tmp_path: Path
 ) -> None:
     """Prometheus scrapes a Tollgate under load until every panel's query has data."""
-    proxy = await make_proxy(policy=_no_strikes(), metrics=MetricsSettings(top_users=10))
+    proxy = await make_proxy(
+        policy=_no_strikes(),
+        metrics=MetricsSettings(top_users=10),
+        auth=AuthSettings(max_failures=0),  # every round has a refused key, from one address
+    )
     upstream.state.knobs.flagged = {"kill": {"violence": 0.97}}
     sdk = openai.AsyncOpenAI(base_url=proxy.url("/v1"), api_key=CLIENT_KEY, max_retries=0)
     empty = expressions()

@@ -33,6 +33,7 @@ from proxy.app import create_app
 from proxy.endpoints import ENDPOINTS
 from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, policy_for_tests, proxy_settings
+from tests.exposure import Exposure
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
 OPERATIONS = [(e.method, e.pattern.removeprefix("/v1")) for e in ENDPOINTS]
@@ -58,28 +59,34 @@ async def _start(site_app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, port
 
 
-async def _serve(ready: threading.Event, stop: asyncio.Event, out: list[Served]) -> None:
-    """Run both servers until `stop` is set."""
+async def _serve(
+    ready: threading.Event, stop: asyncio.Event, out: list[Served], exposure: Exposure
+) -> None:
+    """Run both servers until `stop` is set (Tollgate watched for leaks, like the fixtures')."""
     fake = create_fake_upstream()
     fake[FAKE_UPSTREAM].knobs.expected_key = UPSTREAM_KEY
     upstream_runner, upstream_port = await _start(fake)
     logs = io.BytesIO()
     settings_ = proxy_settings(f"http://127.0.0.1:{upstream_port}")
     app = create_app(settings_, policy=policy_for_tests(), log_stream=logs)
+    exposure.learn_settings(settings_)
+    exposure.watch(app, "the fuzzed proxy")
     runner, port = await _start(app)
     out.append(Served(f"http://127.0.0.1:{port}/v1", fake[FAKE_UPSTREAM], logs))
     ready.set()
     await stop.wait()
     await runner.cleanup()
     await upstream_runner.cleanup()
+    exposure.record("log of the fuzzed proxy", logs.getvalue())
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
+def served(exposure: Exposure) -> Iterator[Served]:
     """Start the servers in a thread with its own event loop; stop them after the module."""
     loop = asyncio.new_event_loop()
     ready, stop, out = threading.Event(), asyncio.Event(), list[Served]()
-    thread = threading.Thread(target=loop.run_until_complete, args=(_serve(ready, stop, out),))
+    serving = _serve(ready, stop, out, exposure)
+    thread = threading.Thread(target=loop.run_until_complete, args=(serving,))
     thread.start()
     assert ready.wait(30), "the servers did not start"
     yield out[0]
