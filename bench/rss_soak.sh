@@ -82,7 +82,7 @@ fi
 write_meta "$TMP/meta.txt" "at most, per segment (SOAK_SEGMENT_LIMIT)"
 {
   echo "requests=$TOTAL in segments of $STEP (bench/wrk/soak.lua: GET /v1/models cached, POST /v1/moderations passed through, POST /v1/images/generations moderated with the verdict cached, in turn), $CONNECTIONS connections"
-  echo "tollgate=config $CONFIG (auth, quotas far above the run, moderation on), default cache settings, store $STORE, TOLLGATE_LOG__FORMAT=json (stdout to /dev/null)"
+  echo "tollgate config=$CONFIG (auth, quotas far above the run, moderation on), default cache settings, store $STORE, TOLLGATE_LOG__FORMAT=json (stdout to /dev/null)"
   echo "rss=VmRSS from /proc/PID/status: after each segment (Tollgate idle, 1 s after wrk ends) and every $INTERVAL s meanwhile"
 } >>"$TMP/meta.txt"
 start_tollgate tollgate "$CONFIG" "${ENV[@]}"

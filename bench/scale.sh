@@ -66,6 +66,14 @@ measure() {
   wrk_once 1 "$LATENCY_DURATION" "$TMP/raw/$name-$req.c1.txt" "$url" "bench/wrk/$req.lua"
 }
 
+# counters NAME: Tollgate's own non-zero counters of statuses and store errors, kept for the
+# report (they say what went wrong when wrk counts non-2xx answers).
+counters() {
+  curl -s --max-time 5 "$TOLLGATE_URL/metrics" \
+    | grep -E '^tollgate_(requests|quota_store_errors|cache_store_errors|quota_refusals|quota_bypasses|moderation_strike_store_errors|upstream_errors)_total' \
+    | grep -v ' 0\.0$' >"$TMP/raw/$1.counters" || true
+}
+
 bench_path() {  # bench_path NAME BASE [tollgate]: check, then measure, every request
   local name=$1 base=$2 tollgate=${3:-} req expect
   for req in "${REQUESTS[@]}"; do
@@ -93,7 +101,7 @@ write_meta "$TMP/meta.txt" "per path and request at $CONNECTIONS connections, th
 {
   echo "requests=GET /v1/models (Tollgate: cached), POST /v1/moderations (pass-through), POST /v1/images/generations (Tollgate: moderation on, verdict cached); bench/wrk/*.lua, the same bytes on every path, Authorization: Bearer $CLIENT_KEY"
   echo "nginx proxy=a second nginx (worker_processes 1): proxy_pass to the canned upstream, proxy_http_version 1.1, upstream keepalive 32"
-  echo "tollgate=config $CONFIG (auth, user and team quotas far above the run, moderation on), default cache settings, TOLLGATE_LOG__FORMAT=json (stdout to /dev/null); redis path: TOLLGATE_STORE=redis, TOLLGATE_REDIS__TIMEOUT=$REDIS_TIMEOUT"
+  echo "tollgate config=$CONFIG (auth, user and team quotas far above the run, moderation on), default cache settings, TOLLGATE_LOG__FORMAT=json (stdout to /dev/null); redis path: TOLLGATE_STORE=redis, TOLLGATE_REDIS__TIMEOUT=$REDIS_TIMEOUT"
   echo "checks=curl before each run (Tollgate: x-ratelimit-* headers, x-tollgate-cache: hit on models); the canned upstream's stub_status around each run at $CONNECTIONS connections"
 } >>"$TMP/meta.txt"
 
@@ -112,6 +120,7 @@ stop_server "$FLOOR_PID"
 # --- Tollgate: memory store, then Redis ------------------------------------------------------
 start_tollgate tollgate-memory "$CONFIG" TOLLGATE_STORE=memory
 bench_path tollgate-memory "$TOLLGATE_URL" tollgate
+counters tollgate-memory
 stop_tollgate tollgate-memory
 
 start_redis side
@@ -120,6 +129,7 @@ echo "redis=redis-server $REDIS_VERSION on 127.0.0.1 (--save '' --appendonly no)
 start_tollgate tollgate-redis "$CONFIG" TOLLGATE_STORE=redis TOLLGATE_REDIS__URL="$REDIS_URL" \
   TOLLGATE_REDIS__TIMEOUT="$REDIS_TIMEOUT"
 bench_path tollgate-redis "$TOLLGATE_URL" tollgate
+counters tollgate-redis
 stop_tollgate tollgate-redis
 stop_server "$REDIS_PID"
 

@@ -5,7 +5,8 @@ Usage: python bench/scale_report.py RAW_DIR --meta META_FILE --connections N --o
 RAW_DIR holds, for every path and request, `<path>-<request>.txt` (wrk --latency at N
 connections), `<path>-<request>.c1.txt` (the same at 1 connection), `<path>-<request>.check`
 (what the curl before wrk saw), `<path>-<request>.upstream` (requests that reached the canned
-upstream during the run at N connections), and `<path>-<request>.curl` where a check failed.
+upstream during the run at N connections), and `<path>-<request>.curl` where a check failed;
+and `<path>.counters`, each Tollgate's non-zero counters from /metrics after its runs.
 Parsing and the shared sections come from bench/report.py. The report goes to REPORT.md with
 the raw wrk outputs appended, and to stdout without them. Exits 1 if any run had problems.
 """
@@ -234,6 +235,16 @@ def upstream_section(m: dict[tuple[str, str], Measured], connections: int) -> li
     return lines
 
 
+def counters_section(raw_dir: Path) -> list[str]:
+    """Each Tollgate's non-zero request and error counters (from /metrics) after its runs."""
+    lines = ["", "## Tollgate's own counters at the end of its runs (non-zero, from /metrics)"]
+    for path in TOLLGATE:
+        found = raw_dir / f"{path}.counters"
+        text = found.read_text(encoding="utf-8").strip() if found.exists() else "(missing)"
+        lines += ["", f"{PATHS[path]}:", "", "```", text or "(none)", "```"]
+    return lines
+
+
 def targets_section(m: dict[tuple[str, str], Measured]) -> list[str]:
     """The issue's targets: each ratio, what it needs, and met or missed."""
     lines = [
@@ -272,6 +283,7 @@ def render(
     lines += throughput_section(m, connections)
     lines += latency_section(m, connections)
     lines += upstream_section(m, connections)
+    lines += counters_section(raw_dir)
     problems = [
         f"- **{PATHS[path]} `{REQUESTS[request]}`: {'; '.join(one.problems)}**"
         for (path, request), one in m.items()
