@@ -29,16 +29,8 @@ bench_init
 OUT=bench/results/cache-$DATE.md
 SCRIPT=bench/wrk/models.lua
 AUTH=(-H "Authorization: Bearer $CLIENT_KEY")
-REDIS_SERVER=${REDIS_SERVER:-redis-server}
-REDIS_CLI=${REDIS_CLI:-redis-cli}
-command -v "$REDIS_SERVER" >/dev/null || die "redis-server not found (apt-get install -y redis-server)"
-command -v "$REDIS_CLI" >/dev/null || die "redis-cli not found (apt-get install -y redis-tools)"
 
-# --- counters read around each measured run -----------------------------------------------
-upstream_count() {  # requests the canned upstream has seen, this stub_status read included
-  curl -sf --max-time 5 "$UPSTREAM/nginx_status" | awk 'NR == 3 { print $3 }' || true
-}
-
+# --- counters read around each measured run (upstream_count is in lib.sh) -----------------
 REDIS_PORT=""
 redis_calls() {  # redis_calls COMMAND: how often redis-server has run COMMAND (get, set...)
   timeout 5 "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" info commandstats \
@@ -76,45 +68,17 @@ fill() {  # fill NAME URL: the request that fills a cache; its cache header, for
   echo "  $name: fill request answered ${header:-without a cache header}" >&2
 }
 
-# start_tollgate NAME ENV...: a Tollgate on a free port with the bench config, the canned
-# upstream and ENV (VAR=value ...); sets TOLLGATE_PID and TOLLGATE_URL.
-start_tollgate() {
-  local name=$1 port
-  shift
-  port=$(free_port)
-  spawn /dev/null "$TMP/$name.log" \
-    env TOLLGATE_UPSTREAM__BASE_URL="$UPSTREAM" TOLLGATE_UPSTREAM__API_KEY=sk-bench \
-    TOLLGATE_LOG__FORMAT=json "$@" \
-    "$TOLLGATE" serve --host 127.0.0.1 --port "$port" --config bench/tollgate.bench.yaml
-  TOLLGATE_PID=$SPAWNED
-  TOLLGATE_URL=http://127.0.0.1:$port
-  wait_http "$TOLLGATE_URL/healthz" "$TOLLGATE_PID" "$name" "$TMP/$name.log"
-  echo "$name: Tollgate on 127.0.0.1:$port${*:+ with $*}" >&2
-}
-
-stop_tollgate() {  # stop_tollgate NAME
-  stop_server "$TOLLGATE_PID"
-  if [[ -s $TMP/$1.log ]]; then
-    echo "$1 stderr:" >&2
-    tail -n 20 "$TMP/$1.log" >&2
-  fi
-}
-
 # --- upstream: canned nginx, with stub_status to count what reaches it --------------------
-start_canned_upstream "
-    location = /nginx_status {
-      stub_status;
-    }"
+start_canned_upstream
 
 # --- machine and parameters ---------------------------------------------------------------
 write_meta "$TMP/meta.txt" "per path"
-REDIS_VERSION=$("$REDIS_SERVER" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 REDIS_PY=$("$PY" -c 'import redis; print(redis.__version__)')
 HIREDIS=$("$PY" -c 'import hiredis; print(hiredis.__version__)' 2>/dev/null || echo none)
 {
   echo "request=GET /v1/models with Authorization: Bearer $CLIENT_KEY (bench/wrk/models.lua), the same bytes on every path"
   echo "tollgate env=TOLLGATE_LOG__FORMAT=json (stdout to /dev/null), config bench/tollgate.bench.yaml; pass-through: TOLLGATE_CACHE__ENABLED=false; cached: default cache settings (TTL 300 s), TOLLGATE_STORE=memory or redis"
-  echo "redis=redis-server $REDIS_VERSION on 127.0.0.1 (--save '' --appendonly no), on the servers' core; redis-py $REDIS_PY, hiredis $HIREDIS"
+  echo "redis=redis-server $("${REDIS_SERVER:-redis-server}" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') on 127.0.0.1 (--save '' --appendonly no), on the servers' core; redis-py $REDIS_PY, hiredis $HIREDIS"
   echo "nginx proxy_cache=a second nginx (worker_processes 1): proxy_cache_path in the temp dir, proxy_cache_valid 200 5m, proxy_cache_key \$http_authorization\$request_uri, keepalive 32 to the canned upstream"
   echo "hits=checked before each cached run (curl: x-tollgate-cache: hit / x-cache-status: HIT) and during it (canned upstream's stub_status: requests that reached it)"
 } >>"$TMP/meta.txt"
@@ -125,24 +89,19 @@ check_http direct "direct GET /v1/models" "$UPSTREAM/v1/models" "" "${AUTH[@]}"
 measure direct "$UPSTREAM/v1/models"
 
 # --- b. floor -----------------------------------------------------------------------------
-FLOOR_PORT=$(free_port)
-spawn "$TMP/floor.log" "$TMP/floor.log" \
-  "$PY" bench/floor.py --port "$FLOOR_PORT" --upstream "$UPSTREAM"
-FLOOR_PID=$SPAWNED
-wait_http "http://127.0.0.1:$FLOOR_PORT/v1/models" "$FLOOR_PID" floor "$TMP/floor.log"
-echo "floor: bench/floor.py on 127.0.0.1:$FLOOR_PORT" >&2
-check_http floor "floor GET /v1/models" "http://127.0.0.1:$FLOOR_PORT/v1/models" "" "${AUTH[@]}"
-measure floor "http://127.0.0.1:$FLOOR_PORT/v1/models"
+start_floor
+check_http floor "floor GET /v1/models" "$FLOOR_URL/v1/models" "" "${AUTH[@]}"
+measure floor "$FLOOR_URL/v1/models"
 stop_server "$FLOOR_PID"
 
 # --- c. Tollgate pass-through: the cache switched off -------------------------------------
-start_tollgate tollgate TOLLGATE_CACHE__ENABLED=false
+start_tollgate tollgate bench/tollgate.bench.yaml TOLLGATE_CACHE__ENABLED=false
 check_http tollgate "tollgate (cache off) GET /v1/models" "$TOLLGATE_URL/v1/models" "" "${AUTH[@]}"
 measure tollgate "$TOLLGATE_URL/v1/models"
 stop_tollgate tollgate
 
 # --- d. Tollgate cached, memory store -----------------------------------------------------
-start_tollgate tollgate-memory
+start_tollgate tollgate-memory bench/tollgate.bench.yaml
 fill tollgate-memory "$TOLLGATE_URL/v1/models"
 check_http tollgate-memory "tollgate-memory GET /v1/models" "$TOLLGATE_URL/v1/models" \
   "x-tollgate-cache: hit" "${AUTH[@]}"
@@ -150,17 +109,9 @@ measure tollgate-memory "$TOLLGATE_URL/v1/models"
 stop_tollgate tollgate-memory
 
 # --- e. Tollgate cached, redis store ------------------------------------------------------
-mkdir -p "$TMP/redis"
-REDIS_PORT=$(free_port)
-spawn "$TMP/redis/redis.log" "$TMP/redis/redis.log" \
-  "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-  --dir "$TMP/redis" --daemonize no --protected-mode yes
-REDIS_PID=$SPAWNED
-wait_ready redis-server "$REDIS_PID" "$TMP/redis/redis.log" "127.0.0.1:$REDIS_PORT" \
-  timeout 2 "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" ping
-echo "redis-server on 127.0.0.1:$REDIS_PORT" >&2
-start_tollgate tollgate-redis TOLLGATE_STORE=redis \
-  TOLLGATE_REDIS__URL="redis://127.0.0.1:$REDIS_PORT/0"
+start_redis
+start_tollgate tollgate-redis bench/tollgate.bench.yaml TOLLGATE_STORE=redis \
+  TOLLGATE_REDIS__URL="$REDIS_URL"
 fill tollgate-redis "$TOLLGATE_URL/v1/models"
 check_http tollgate-redis "tollgate-redis GET /v1/models" "$TOLLGATE_URL/v1/models" \
   "x-tollgate-cache: hit" "${AUTH[@]}"
@@ -170,43 +121,20 @@ stop_server "$REDIS_PID"
 REDIS_PORT=""
 
 # --- f. nginx proxy_cache in front of the canned upstream ---------------------------------
-mkdir -p "$TMP/nginx-cache"
-CACHE_PORT=$(free_port)
-cache_servers() {
-  cat <<EOF
-  proxy_cache_path $TMP/nginx-cache/cache levels=1:2 keys_zone=bench:1m max_size=16m
-                   inactive=10m use_temp_path=off;
-  upstream canned {
-    server 127.0.0.1:$NGINX_PORT;
-    keepalive 32;
-  }
-  server {
-    listen 127.0.0.1:$CACHE_PORT;
-    location / {
-      proxy_pass http://canned;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
+start_nginx_proxy nginx-cache "
       proxy_cache bench;
       proxy_cache_valid 200 5m;
       proxy_cache_key \$http_authorization\$request_uri;
       proxy_cache_lock on;
-      add_header x-cache-status \$upstream_cache_status always;
-    }
-  }
-EOF
-}
-# Run as root, nginx's worker would become nobody, which cannot write the cache under $TMP
-# (mode 700): keep it the user who runs the script.
-CACHE_MAIN=""
-(( EUID == 0 )) && CACHE_MAIN="user root;"
-nginx_conf "$TMP/nginx-cache" "$(cache_servers)" "$CACHE_MAIN" >"$TMP/nginx-cache/nginx.conf"
-start_nginx nginx-cache "$TMP/nginx-cache" "http://127.0.0.1:$CACHE_PORT/ready"
-CACHE_PID=$SPAWNED
-echo "nginx-cache: nginx proxy_cache on 127.0.0.1:$CACHE_PORT" >&2
-fill nginx-cache "http://127.0.0.1:$CACHE_PORT/v1/models"
-check_http nginx-cache "nginx-cache GET /v1/models" "http://127.0.0.1:$CACHE_PORT/v1/models" \
+      add_header x-cache-status \$upstream_cache_status always;" "
+  proxy_cache_path $TMP/nginx-cache/cache levels=1:2 keys_zone=bench:1m max_size=16m
+                   inactive=10m use_temp_path=off;"
+CACHE_PID=$PROXY_PID
+CACHE_URL=$PROXY_URL
+fill nginx-cache "$CACHE_URL/v1/models"
+check_http nginx-cache "nginx-cache GET /v1/models" "$CACHE_URL/v1/models" \
   "x-cache-status: HIT" "${AUTH[@]}"
-measure nginx-cache "http://127.0.0.1:$CACHE_PORT/v1/models"
+measure nginx-cache "$CACHE_URL/v1/models"
 stop_server "$CACHE_PID"
 
 stop_server "$NGINX_PID"

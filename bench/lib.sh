@@ -1,7 +1,10 @@
-# Shared by the benchmark scripts (bench/run.sh, bench/cache.sh); source it, then call
-# bench_init. It holds what every benchmark here needs: parameter checks, CPU pinning, process
-# bookkeeping with cleanup on exit, free ports, readiness waits, curl checks, wrk runs, the
-# nginx upstream serving canned OpenAI-shaped JSON, and the machine metadata of the report.
+# Shared by the benchmark scripts (bench/run.sh, cache.sh, moderation.sh, quota.sh, scale.sh,
+# rss_soak.sh); source it, then call bench_init. It holds what every benchmark here needs:
+# parameter checks, CPU pinning, process bookkeeping with cleanup on exit, free ports,
+# readiness waits, the three bench requests and curl checks, wrk runs, the nginx upstream
+# serving canned OpenAI-shaped JSON (with stub_status to count what reaches it), an nginx
+# proxy in front of it, and starting the floor, Tollgate and redis-server; and the machine
+# metadata of the report.
 #
 # After bench_init (from the repository root, which it cd's to):
 #   ROOT PY TOLLGATE NGINX WRK      paths and tools
@@ -10,7 +13,8 @@
 #   DATE CLIENT_KEY                 today, and the key every request carries
 #   PIN_SERVER PIN_WRK PINNING      taskset prefixes (empty when not pinning) and a description
 #   TMP                             a temporary folder, removed on exit, with raw/ inside
-# Every process started with `spawn` is stopped on exit (trap EXIT), also on INT/TERM.
+# Every process started with `spawn` (or `spawn_side`) is stopped on exit (trap EXIT), also
+# on INT/TERM.
 
 BENCH_NAME="bench/$(basename "$0")"
 
@@ -38,13 +42,7 @@ bench_init() {
   [[ $CONNECTIONS =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ ]] || die "bad connections/threads"
   (( THREADS >= 1 && CONNECTIONS >= THREADS )) || die "need CONNECTIONS >= THREADS >= 1"
   local seconds
-  case $DURATION in
-    *m) seconds=$(( ${DURATION%m} * 60 )) ;;
-    *s) seconds=${DURATION%s} ;;
-    *) seconds=$DURATION ;;
-  esac
-  [[ $seconds =~ ^[0-9]+$ ]] && (( seconds >= 1 && seconds <= 600 )) \
-    || die "BENCH_DURATION must be 1s..10m (N, Ns or Nm), got '$DURATION'"
+  seconds=$(duration_seconds BENCH_DURATION "$DURATION")
   WRK_LIMIT=$(( seconds + 30 ))  # hard stop for one wrk run
 
   # --- pinning: servers on core 0, wrk on core 1 ------------------------------------------
@@ -64,6 +62,19 @@ bench_init() {
   trap 'exit 130' INT
   trap 'exit 143' TERM
   mkdir -p "$TMP/raw" bench/results
+}
+
+# duration_seconds NAME VALUE: VALUE (N, Ns or Nm, 1 s to 10 min) in seconds; dies naming NAME.
+duration_seconds() {
+  local name=$1 value=$2 seconds
+  case $value in
+    *m) seconds=${value%m}; [[ $seconds =~ ^[0-9]+$ ]] && seconds=$(( seconds * 60 )) ;;
+    *s) seconds=${value%s} ;;
+    *) seconds=$value ;;
+  esac
+  [[ $seconds =~ ^[0-9]+$ ]] && (( seconds >= 1 && seconds <= 600 )) \
+    || die "$name must be 1s..10m (N, Ns or Nm), got '$value'"
+  echo "$seconds"
 }
 
 stop_pid() {
@@ -93,17 +104,22 @@ cleanup() {
 
 # spawn STDOUT STDERR COMMAND...: start a server pinned to the server core, in the background;
 # its pid is remembered (stopped on exit) and left in SPAWNED. STDOUT and STDERR are files (the
-# same file for both: written as with 2>&1), or both "-" to inherit the script's. Use `env VAR=value cmd` for environment variables: taskset
-# and env exec the command, so the pid is the server's own.
-spawn() {
-  local out=$1 err=$2
-  shift 2
+# same file for both: written as with 2>&1), or both "-" to inherit the script's. Use `env
+# VAR=value cmd` for environment variables: taskset and env exec the command, so the pid is the
+# server's own. spawn_side does the same on wrk's core (for what stands in for another machine).
+spawn() { spawn_pinned PIN_SERVER "$@"; }
+spawn_side() { spawn_pinned PIN_WRK "$@"; }
+
+spawn_pinned() {  # spawn_pinned PIN_ARRAY_NAME STDOUT STDERR COMMAND...
+  local -n pin=$1
+  local out=$2 err=$3
+  shift 3
   if [[ $out == - && $err == - ]]; then
-    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$@" &
+    ${pin[@]+"${pin[@]}"} "$@" &
   elif [[ $out == "$err" ]]; then
-    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$@" >"$out" 2>&1 &
+    ${pin[@]+"${pin[@]}"} "$@" >"$out" 2>&1 &
   else
-    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$@" >"$out" 2>"$err" &
+    ${pin[@]+"${pin[@]}"} "$@" >"$out" 2>"$err" &
   fi
   SPAWNED=$!
   PIDS+=("$SPAWNED")
@@ -136,21 +152,26 @@ wait_http() {  # wait_http URL PID NAME LOG: until URL answers any HTTP status, 
 }
 
 # check_http NAME DESC URL EXPECT CURL_ARG...: one curl before wrk runs. $TMP/raw/NAME.check
-# gets "200" when the answer was 200 and, if EXPECT ("header: value") is not empty, carried
-# that header with that value (case-insensitive); otherwise it gets what was seen, and
-# `curl -sv` is printed loudly (headed by DESC) and kept in $TMP/raw/NAME.curl. The reports
-# flag every check that is not "200".
+# gets "200" when the answer was 200 and, if EXPECT ("header: value", several separated by
+# ";") is not empty, carried each header with its value (case-insensitive); otherwise it gets
+# what was seen, and `curl -sv` is printed loudly (headed by DESC) and kept in
+# $TMP/raw/NAME.curl. The reports flag every check that is not "200".
 check_http() {
-  local name=$1 desc=$2 url=$3 expect=$4 status seen verdict
+  local name=$1 desc=$2 url=$3 expect=$4 status seen verdict want wanted
   shift 4
   status=$(curl -s -o /dev/null -D "$TMP/raw/$name.headers" -w '%{http_code}' --max-time 10 \
     "$@" "$url" || true)
   verdict=${status:-none}
   if [[ $verdict == 200 && -n $expect ]]; then
-    seen=$(tr -d '\r' <"$TMP/raw/$name.headers" | grep -i "^${expect%%:*}:" | head -1 || true)
-    if [[ ${seen,,} != "${expect,,}" ]]; then
-      verdict="200 without '$expect' (got '${seen:-no such header}')"
-    fi
+    IFS=';' read -ra wanted <<<"$expect"
+    for want in "${wanted[@]}"; do
+      want=${want# }
+      seen=$(tr -d '\r' <"$TMP/raw/$name.headers" | grep -i "^${want%%:*}:" | head -1 || true)
+      if [[ ${seen,,} != "${want,,}" ]]; then
+        verdict="200 without '$want' (got '${seen:-no such header}')"
+        break
+      fi
+    done
   fi
   rm -f "$TMP/raw/$name.headers"
   echo "$verdict" >"$TMP/raw/$name.check"
@@ -164,17 +185,60 @@ check_http() {
 }
 
 # wrk_run LABEL OUT URL SCRIPT [HOOK...]: a warm-up of WARMUP, then DURATION measured into OUT
-# (wrk --latency output); HOOK, a command, runs between the two (to read counters the
-# measured run starts from). wrk runs on the wrk core, each run bounded by `timeout`.
+# (wrk --latency output), both with CONNECTIONS; HOOK, a command, runs between the two (to
+# read counters the measured run starts from). wrk runs on the wrk core, bounded by `timeout`.
 wrk_run() {
   local label=$1 out=$2 url=$3 script=$4
   shift 4
   echo "  $label: warm-up $WARMUP, then $DURATION" >&2
-  timeout 60 ${PIN_WRK[@]+"${PIN_WRK[@]}"} "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" \
-    -s "$script" "$url" >/dev/null
+  wrk_once "$CONNECTIONS" "$WARMUP" /dev/null "$url" "$script"
   if (( $# )); then "$@"; fi
-  timeout "$WRK_LIMIT" ${PIN_WRK[@]+"${PIN_WRK[@]}"} "$WRK" -t"$THREADS" -c"$CONNECTIONS" \
-    -d"$DURATION" --latency -s "$script" "$url" >"$out"
+  wrk_once "$CONNECTIONS" "$DURATION" "$out" "$url" "$script"
+}
+
+# wrk_once CONNS DURATION OUT URL SCRIPT: one `wrk --latency` run into OUT, on the wrk core,
+# with THREADS threads (fewer if CONNS is smaller), bounded by `timeout`.
+wrk_once() {
+  local conns=$1 duration=$2 out=$3 url=$4 script=$5 threads=$THREADS
+  (( threads > conns )) && threads=$conns
+  timeout "$WRK_LIMIT" ${PIN_WRK[@]+"${PIN_WRK[@]}"} "$WRK" -t"$threads" -c"$conns" \
+    -d"$duration" --latency -s "$script" "$url" >"$out"
+}
+
+# --- the three bench requests (bench/wrk/<name>.lua sends the same bytes) -----------------
+request_method() { [[ $1 == models ]] && echo GET || echo POST; }
+request_path() {
+  case $1 in
+    models) echo /v1/models ;;
+    moderations) echo /v1/moderations ;;
+    images) echo /v1/images/generations ;;
+    *) die "unknown request '$1'" ;;
+  esac
+}
+request_body() {
+  case $1 in
+    models) echo "" ;;
+    moderations) echo '{"input": "I want to kill them.", "model": "omni-moderation-latest"}' ;;
+    images) echo '{"prompt": "A cute baby sea otter", "n": 1, "size": "1024x1024"}' ;;
+    *) die "unknown request '$1'" ;;
+  esac
+}
+
+curl_args() {  # the curl arguments for request $1 (the same as its wrk script sends)
+  local req=$1 body
+  body=$(request_body "$req")
+  printf '%s\n' -X "$(request_method "$req")" -H "Authorization: Bearer $CLIENT_KEY"
+  if [[ -n $body ]]; then
+    printf '%s\n' -H "Content-Type: application/json" --data-binary "$body"
+  fi
+}
+
+# check_request NAME BASE REQ [EXPECT]: check_http of request REQ on BASE, saved as NAME-REQ.
+check_request() {
+  local name=$1 base=$2 req=$3 expect=${4:-} args=()
+  mapfile -t args < <(curl_args "$req")
+  check_http "$name-$req" "$name $(request_method "$req") $(request_path "$req")" \
+    "$base$(request_path "$req")" "$expect" "${args[@]}"
 }
 
 # --- nginx --------------------------------------------------------------------------------
@@ -207,8 +271,8 @@ EOF
 }
 
 # canned_server PORT [EXTRA]: the server block answering like OpenAI with canned JSON for
-# GET /v1/models, POST /v1/moderations and POST /v1/images/generations (404 elsewhere);
-# EXTRA is added as more location blocks.
+# GET /v1/models, POST /v1/moderations and POST /v1/images/generations (404 elsewhere), and
+# nginx's stub_status on /nginx_status (see upstream_count); EXTRA is added as more locations.
 canned_server() {
   local port=$1 extra=${2:-}
   cat <<EOF
@@ -227,6 +291,9 @@ canned_server() {
     }
     location / {
       return 404 '{"error":{"message":"Unknown request URL.","type":"invalid_request_error","param":null,"code":"unknown_url"}}';
+    }
+    location = /nginx_status {
+      stub_status;
     }$extra
   }
 EOF
@@ -251,6 +318,114 @@ start_canned_upstream() {
   UPSTREAM=http://127.0.0.1:$NGINX_PORT
   start_nginx nginx "$TMP/nginx" "$UPSTREAM/v1/models"
   NGINX_PID=$SPAWNED
+}
+
+# upstream_count: the requests the canned upstream has handled, this stub_status read included
+# (empty if it cannot be read).
+upstream_count() {
+  curl -sf --max-time 5 "$UPSTREAM/nginx_status" | awk 'NR == 3 { print $3 }' || true
+}
+
+# nginx_run_as: the main-context line an nginx needs to write its caches and temp files in
+# $TMP (mode 0700): run as root, its worker would otherwise become nobody.
+nginx_run_as() { (( EUID == 0 )) && echo "user root;" || true; }
+
+# proxy_server PORT [LOCATION_EXTRA] [HTTP_EXTRA]: an nginx server block on PORT passing every
+# request to the canned upstream (NGINX_PORT) over HTTP/1.1 keep-alive connections (upstream
+# `keepalive 32`); LOCATION_EXTRA goes into its location, HTTP_EXTRA before it (proxy_cache).
+proxy_server() {
+  local port=$1 location=${2:-} http=${3:-}
+  cat <<EOF
+$http
+  upstream canned {
+    server 127.0.0.1:$NGINX_PORT;
+    keepalive 32;
+  }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://canned;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+$location
+    }
+  }
+EOF
+}
+
+# start_nginx_proxy NAME [LOCATION_EXTRA] [HTTP_EXTRA]: a second nginx (one worker) with
+# proxy_server on a free port, in $TMP/NAME; sets PROXY_URL and PROXY_PID.
+start_nginx_proxy() {
+  local name=$1 port
+  mkdir -p "$TMP/$name"
+  port=$(free_port)
+  nginx_conf "$TMP/$name" "$(proxy_server "$port" "${2:-}" "${3:-}")" "$(nginx_run_as)" \
+    >"$TMP/$name/nginx.conf"
+  PROXY_URL=http://127.0.0.1:$port
+  start_nginx "$name" "$TMP/$name" "$PROXY_URL/v1/models"
+  PROXY_PID=$SPAWNED
+  echo "$name: nginx on 127.0.0.1:$port before the canned upstream" >&2
+}
+
+# --- the floor, Tollgate and redis-server -------------------------------------------------
+
+start_floor() {  # start_floor: bench/floor.py before UPSTREAM; sets FLOOR_URL and FLOOR_PID
+  local port
+  port=$(free_port)
+  spawn "$TMP/floor.log" "$TMP/floor.log" \
+    "$PY" bench/floor.py --port "$port" --upstream "$UPSTREAM"
+  FLOOR_PID=$SPAWNED
+  FLOOR_URL=http://127.0.0.1:$port
+  wait_http "$FLOOR_URL/v1/models" "$FLOOR_PID" floor "$TMP/floor.log"
+  echo "floor: bench/floor.py on 127.0.0.1:$port" >&2
+}
+
+# start_tollgate NAME CONFIG [VAR=value...]: one Tollgate worker on a free port before
+# UPSTREAM (upstream key sk-bench), with policy file CONFIG, a JSON log to /dev/null (stderr
+# in $TMP/NAME.log) and the given environment; sets TOLLGATE_URL and TOLLGATE_PID.
+start_tollgate() {
+  local name=$1 config=$2 port
+  shift 2
+  port=$(free_port)
+  spawn /dev/null "$TMP/$name.log" \
+    env TOLLGATE_UPSTREAM__BASE_URL="$UPSTREAM" TOLLGATE_UPSTREAM__API_KEY=sk-bench \
+    TOLLGATE_LOG__FORMAT=json TOLLGATE_DATA_FILE="$TMP/keys-$name.json" "$@" \
+    "$TOLLGATE" serve --host 127.0.0.1 --port "$port" --config "$config"
+  TOLLGATE_PID=$SPAWNED
+  TOLLGATE_URL=http://127.0.0.1:$port
+  wait_http "$TOLLGATE_URL/healthz" "$TOLLGATE_PID" "$name" "$TMP/$name.log"
+  echo "$name: Tollgate on 127.0.0.1:$port, $config${*:+, $*}" >&2
+}
+
+stop_tollgate() {  # stop_tollgate NAME: stop TOLLGATE_PID; show its stderr if it wrote any
+  stop_server "$TOLLGATE_PID"
+  if [[ -s $TMP/$1.log ]]; then
+    echo "$1 stderr:" >&2
+    tail -n 20 "$TMP/$1.log" >&2
+  fi
+}
+
+# start_redis [side]: a redis-server on a free loopback port, no persistence, on the servers'
+# core (with "side", on wrk's: standing in for a Redis on another machine); sets REDIS_PORT,
+# REDIS_PID, REDIS_URL and REDIS_VERSION. REDIS_SERVER and REDIS_CLI name the tools.
+start_redis() {
+  local where=${1:-} launch=spawn
+  REDIS_SERVER=${REDIS_SERVER:-redis-server}
+  REDIS_CLI=${REDIS_CLI:-redis-cli}
+  command -v "$REDIS_SERVER" >/dev/null || die "redis-server not found (apt-get install -y redis-server)"
+  command -v "$REDIS_CLI" >/dev/null || die "redis-cli not found (apt-get install -y redis-tools)"
+  [[ $where == side ]] && launch=spawn_side
+  mkdir -p "$TMP/redis"
+  REDIS_PORT=$(free_port)
+  $launch "$TMP/redis/redis.log" "$TMP/redis/redis.log" \
+    "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --dir "$TMP/redis" --daemonize no --protected-mode yes
+  REDIS_PID=$SPAWNED
+  REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+  wait_ready redis-server "$REDIS_PID" "$TMP/redis/redis.log" "127.0.0.1:$REDIS_PORT" \
+    timeout 2 "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" ping
+  REDIS_VERSION=$("$REDIS_SERVER" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+  echo "redis-server $REDIS_VERSION on 127.0.0.1:$REDIS_PORT${where:+ (on the wrk core)}" >&2
 }
 
 # --- report metadata ----------------------------------------------------------------------

@@ -22,17 +22,12 @@ write_meta "$TMP/meta.txt" "per path"
 echo "tollgate env=TOLLGATE_LOG__FORMAT=json (stdout to /dev/null), cache of GETs off; off: bench/tollgate.bench.yaml; on: bench/tollgate.moderated.yaml (moderation defaults)" >>"$TMP/meta.txt"
 
 run_path() {  # run_path NAME CONFIG SCRIPT: a Tollgate with CONFIG, measured with SCRIPT
-  local name=$1 config=$2 script=$3 port url
-  port=$(free_port)
-  spawn /dev/null "$TMP/$name.log" \
-    env TOLLGATE_UPSTREAM__BASE_URL="$UPSTREAM" TOLLGATE_UPSTREAM__API_KEY=sk-bench \
-    TOLLGATE_LOG__FORMAT=json TOLLGATE_CACHE__ENABLED=false \
-    "$TOLLGATE" serve --host 127.0.0.1 --port "$port" --config "$config"
-  url=http://127.0.0.1:$port/v1/images/generations
-  wait_http "http://127.0.0.1:$port/healthz" "$SPAWNED" "$name" "$TMP/$name.log"
+  local name=$1 config=$2 script=$3 url
+  start_tollgate "$name" "$config" TOLLGATE_CACHE__ENABLED=false
+  url=$TOLLGATE_URL/v1/images/generations
   check_http "$name" "$name POST images" "$url" "" "${AUTH[@]}" --data-binary "$BODY"
   wrk_run "$name" "$TMP/raw/$name.txt" "$url" "$script"
-  stop_server "$SPAWNED"
+  stop_tollgate "$name"
 }
 
 run_path off bench/tollgate.bench.yaml bench/wrk/images.lua

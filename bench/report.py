@@ -203,17 +203,27 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("raw", type=Path, help="folder of wrk outputs and curl checks")
+def arguments(description: str | None) -> argparse.ArgumentParser:
+    """The command line every report generator takes: RAW_DIR --meta META --out REPORT.md."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("raw", type=Path, help="folder of wrk outputs, checks and counts")
     parser.add_argument("--meta", type=Path, required=True, help="key=value lines")
     parser.add_argument("--out", type=Path, required=True, help="Markdown file to write")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def publish(out: Path, full: str, shown: str) -> None:
+    """Write the report `full` to `out` (its folder made if need be), and `shown` to stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(full, encoding="utf-8")
+    sys.stdout.write(shown)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__).parse_args(argv)
     runs = load_runs(args.raw)
     meta = load_meta(args.meta)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(runs, meta, args.raw, with_raw=True), encoding="utf-8")
-    sys.stdout.write(render(runs, meta, args.raw))
+    publish(args.out, render(runs, meta, args.raw, with_raw=True), render(runs, meta, args.raw))
     return 1 if any(run.problems for run in runs.values()) else 0
 
 

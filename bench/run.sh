@@ -22,39 +22,6 @@ bench_init
 REQUESTS=(models moderations images)
 OUT=bench/results/passthrough-$DATE.md
 
-# --- requests -----------------------------------------------------------------------------
-request_method() { [[ $1 == models ]] && echo GET || echo POST; }
-request_path() {
-  case $1 in
-    models) echo /v1/models ;;
-    moderations) echo /v1/moderations ;;
-    images) echo /v1/images/generations ;;
-  esac
-}
-request_body() {
-  case $1 in
-    models) echo "" ;;
-    moderations) echo '{"input": "I want to kill them.", "model": "omni-moderation-latest"}' ;;
-    images) echo '{"prompt": "A cute baby sea otter", "n": 1, "size": "1024x1024"}' ;;
-  esac
-}
-
-curl_args() {  # the curl arguments for request $1 (the same as its wrk script sends)
-  local req=$1 body
-  body=$(request_body "$req")
-  printf '%s\n' -X "$(request_method "$req")" -H "Authorization: Bearer $CLIENT_KEY"
-  if [[ -n $body ]]; then
-    printf '%s\n' -H "Content-Type: application/json" --data-binary "$body"
-  fi
-}
-
-check_request() {  # check_request PATHNAME BASE REQ: one curl, status saved; loud if not 200
-  local name=$1 base=$2 req=$3 args=()
-  mapfile -t args < <(curl_args "$req")
-  check_http "$name-$req" "$name $(request_method "$req") $(request_path "$req")" \
-    "$base$(request_path "$req")" "" "${args[@]}"
-}
-
 bench_path() {  # bench_path PATHNAME BASE: warm-up then measure every request
   local name=$1 base=$2 req
   for req in "${REQUESTS[@]}"; do
@@ -78,30 +45,14 @@ echo "direct: nginx on $UPSTREAM" >&2
 bench_path direct "$UPSTREAM"
 
 # --- floor --------------------------------------------------------------------------------
-FLOOR_PORT=$(free_port)
-spawn "$TMP/floor.log" "$TMP/floor.log" \
-  "$PY" bench/floor.py --port "$FLOOR_PORT" --upstream "$UPSTREAM"
-FLOOR_PID=$SPAWNED
-wait_http "http://127.0.0.1:$FLOOR_PORT/v1/models" "$FLOOR_PID" floor "$TMP/floor.log"
-echo "floor: bench/floor.py on 127.0.0.1:$FLOOR_PORT" >&2
-bench_path floor "http://127.0.0.1:$FLOOR_PORT"
+start_floor
+bench_path floor "$FLOOR_URL"
 stop_server "$FLOOR_PID"
 
 # --- Tollgate -----------------------------------------------------------------------------
-TOLLGATE_PORT=$(free_port)
-spawn /dev/null "$TMP/tollgate.log" \
-  env TOLLGATE_UPSTREAM__BASE_URL="$UPSTREAM" TOLLGATE_UPSTREAM__API_KEY=sk-bench \
-  TOLLGATE_LOG__FORMAT=json TOLLGATE_CACHE__ENABLED=false \
-  "$TOLLGATE" serve --host 127.0.0.1 --port "$TOLLGATE_PORT" --config bench/tollgate.bench.yaml
-TOLLGATE_PID=$SPAWNED
-wait_http "http://127.0.0.1:$TOLLGATE_PORT/healthz" "$TOLLGATE_PID" tollgate "$TMP/tollgate.log"
-echo "tollgate: on 127.0.0.1:$TOLLGATE_PORT" >&2
-bench_path tollgate "http://127.0.0.1:$TOLLGATE_PORT"
-stop_server "$TOLLGATE_PID"
-if [[ -s $TMP/tollgate.log ]]; then
-  echo "tollgate stderr:" >&2
-  tail -n 20 "$TMP/tollgate.log" >&2
-fi
+start_tollgate tollgate bench/tollgate.bench.yaml TOLLGATE_CACHE__ENABLED=false
+bench_path tollgate "$TOLLGATE_URL"
+stop_tollgate tollgate
 
 stop_server "$NGINX_PID"
 load_after "$TMP/meta.txt"
