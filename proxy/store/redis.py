@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from proxy.keys import KeyRecord
 from proxy.settings import RedisSettings
@@ -42,10 +43,15 @@ class RedisStore:
     name = "redis"
 
     def __init__(self, settings: RedisSettings) -> None:
+        # With maintenance notifications on (redis-py 8 turns them on for RESP3 by itself), the
+        # pool stops checking a connection before handing it out, so every connection a
+        # restarted Redis left in the pool failed once: a 503 each, and the breaker reopened
+        # (redis/redis-py#4128). Only managed Redis offerings send these notifications.
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             settings.url.get_secret_value(),
             socket_timeout=settings.timeout,
             socket_connect_timeout=settings.timeout,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
         self._timeout = settings.timeout
 
