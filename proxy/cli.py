@@ -166,10 +166,18 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _fake_upstream(args: argparse.Namespace) -> int:
-    from proxy.fake_upstream import FakeKnobs, run_fake_upstream
+    from proxy.fake_upstream import FakeKnobs, run_fake_upstream, set_knobs
 
-    knobs = FakeKnobs(latency=args.latency, status=args.status, event_pause=args.event_pause)
-    run_fake_upstream(args.host, args.port, knobs)
+    # Nobody can read what a separate process recorded: keep its memory flat on long runs.
+    knobs = FakeKnobs(
+        latency=args.latency, status=args.status, event_pause=args.event_pause, record=False
+    )
+    try:
+        set_knobs(knobs, json.loads(args.knobs))
+    except ValueError as problem:
+        print(f"tollgate fake-upstream: --knobs: {problem}", file=sys.stderr)
+        return 2
+    run_fake_upstream(args.host, args.port, knobs, control=args.control)
     return 0
 
 
@@ -199,6 +207,10 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--latency", type=float, default=0.0)
     fake.add_argument("--status", type=int, default=None)
     fake.add_argument("--event-pause", type=float, default=0.0)
+    fake.add_argument("--knobs", default="{}", help="more knobs as a JSON object")
+    fake.add_argument(
+        "--control", action="store_true", help="serve GET/PUT /_fake/knobs to change knobs live"
+    )
     fake.set_defaults(run=_fake_upstream)
     return parser
 

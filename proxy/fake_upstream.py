@@ -5,7 +5,9 @@ models, moderations, assistants, threads, messages, runs with SSE streaming, upl
 completions, files) with bodies the official SDK accepts under strict validation, and misbehaves on
 demand through `FakeKnobs` (latency, forced statuses, pauses and resets mid-stream or mid-body, a
 required API key, flagged moderation inputs). Every answer is made up; nothing is persisted except
-the uploads' declared metadata, which `complete` echoes back.
+the uploads' declared metadata, which `complete` echoes back. Started with `control=True` (the
+`--control` flag of `tollgate fake-upstream`), it also serves `GET` and `PUT /_fake/knobs`, so
+another process can change the knobs while it runs (bench/soak.py injects faults that way).
 """
 
 from __future__ import annotations
@@ -104,6 +106,55 @@ class FakeKnobs:
     reset_mid_body: bool = False
     expected_key: str | None = None
     flagged: dict[str, dict[str, float]] = field(default_factory=dict)
+    record: bool = True
+
+
+# The knobs `PUT /_fake/knobs` and `--knobs` may set, with the JSON types each one takes.
+_SETTABLE: Final[Mapping[str, tuple[type, ...]]] = {
+    "latency": (int, float),
+    "status": (int, type(None)),
+    "event_pause": (int, float),
+    "reset_after_events": (int, type(None)),
+    "reset_mid_body": (bool,),
+    "flagged": (dict,),
+    "record": (bool,),
+}
+
+
+def set_knobs(knobs: FakeKnobs, changes: object) -> None:
+    """Apply a JSON object of knob values to `knobs`; ValueError names what does not fit."""
+    if not isinstance(changes, dict):
+        raise ValueError("knobs must be a JSON object")
+    for name, value in changes.items():
+        kinds = _SETTABLE.get(name)
+        if kinds is None:
+            raise ValueError(f"unknown knob {name!r}; known: {', '.join(_SETTABLE)}")
+        wrong_bool = isinstance(value, bool) and bool not in kinds
+        if wrong_bool or not isinstance(value, kinds) or not _fits(name, value):
+            raise ValueError(f"knob {name!r} cannot be {value!r}")
+    for name, value in changes.items():
+        setattr(knobs, name, value)
+
+
+def _fits(name: str, value: object) -> bool:
+    """Numbers are not negative; `flagged` maps needles to {category: score}."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value >= 0
+    if name != "flagged" or not isinstance(value, dict):
+        return True
+    return all(
+        isinstance(scores, dict)
+        and all(
+            isinstance(category, str) and isinstance(score, int | float) and score >= 0
+            for category, score in scores.items()
+        )
+        for scores in value.values()
+    )
+
+
+def knob_values(knobs: FakeKnobs) -> JSON:
+    """The knobs `PUT /_fake/knobs` may set, as JSON."""
+    return {name: getattr(knobs, name) for name in _SETTABLE}
 
 
 @dataclass
@@ -117,6 +168,7 @@ class FakeUpstream:
 
 FAKE_UPSTREAM: Final[web.AppKey[FakeUpstream]] = web.AppKey("fake_upstream", FakeUpstream)
 _STARTED: Final = web.RequestKey("fake_upstream_started", float)
+_CONTROL: Final = "/_fake/"
 
 
 # ---------------------------------------------------------------- helpers
@@ -207,13 +259,19 @@ def _listing(items: list[JSON]) -> JSON:
 
 @web.middleware
 async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record, wait, enforce the key and the forced status, and turn unknown routes into 404s."""
+    """Record, wait, enforce the key and the forced status, and turn unknown routes into 404s.
+
+    The control routes (`/_fake/...`) pass untouched: faults never get in the way of ending them.
+    """
+    if request.path.startswith(_CONTROL):
+        return await handler(request)
     fake = _fake(request)
     request[_STARTED] = time.monotonic()
     body = await request.read()
-    fake.received.append(
-        Recorded(request.method, request.path, request.query_string, request.headers, body)
-    )
+    if fake.knobs.record:
+        fake.received.append(
+            Recorded(request.method, request.path, request.query_string, request.headers, body)
+        )
     knobs = fake.knobs
     if knobs.latency > 0:
         await asyncio.sleep(knobs.latency)
@@ -665,6 +723,23 @@ async def _chat_completions_create(request: web.Request) -> web.StreamResponse:
     return await _answer(request, completion)
 
 
+# ---------------------------------------------------------------- control
+
+
+async def _knobs_show(request: web.Request) -> web.StreamResponse:
+    return web.json_response(knob_values(_fake(request).knobs))
+
+
+async def _knobs_change(request: web.Request) -> web.StreamResponse:
+    """Set the knobs named in the JSON body, all or none; answer the knobs now in force."""
+    knobs = _fake(request).knobs
+    try:
+        set_knobs(knobs, json.loads(await request.read()))
+    except ValueError as problem:
+        return _error(400, str(problem), "invalid_request_error")
+    return web.json_response(knob_values(knobs))
+
+
 # ---------------------------------------------------------------- app
 
 
@@ -694,15 +769,20 @@ def _routes() -> list[web.RouteDef]:
     ]
 
 
-def create_fake_upstream(knobs: FakeKnobs | None = None) -> web.Application:
-    """A fresh fake; its state is at `app[FAKE_UPSTREAM]`."""
+def create_fake_upstream(
+    knobs: FakeKnobs | None = None, *, control: bool = False
+) -> web.Application:
+    """A fresh fake; its state is at `app[FAKE_UPSTREAM]`; `control` serves `/_fake/knobs`."""
     app = web.Application(middlewares=[_gate], client_max_size=_MAX_BODY)
     app[FAKE_UPSTREAM] = FakeUpstream(knobs=knobs or FakeKnobs(), received=[])
     app.on_response_prepare.append(_stamp)
     app.router.add_routes(_routes())
+    if control:
+        app.router.add_get(f"{_CONTROL}knobs", _knobs_show)
+        app.router.add_put(f"{_CONTROL}knobs", _knobs_change)
     return app
 
 
-def run_fake_upstream(host: str, port: int, knobs: FakeKnobs) -> None:
+def run_fake_upstream(host: str, port: int, knobs: FakeKnobs, *, control: bool = False) -> None:
     """Serve the fake until interrupted (the `tollgate fake-upstream` command)."""
-    web.run_app(create_fake_upstream(knobs), host=host, port=port)
+    web.run_app(create_fake_upstream(knobs, control=control), host=host, port=port)

@@ -31,6 +31,13 @@ their charge back before the request is refused. Between the two calls another r
 see the first charge and be refused for it: a limit can refuse a little early for a moment,
 never admit too much. Requests that meet one tag (the common case) take one round trip.
 
+Slots outlive a store failure only briefly: when freeing a request's slots fails (Redis dead or
+hung as the request ends), the limiter keeps them (up to `UNFREED_MAX`) and frees them before
+its next charge once the breaker lets calls through. Freeing a slot is removing the request's
+token, which is harmless to repeat. Refunds are not retried (repeating one would give back
+twice): they stay lost, and said so. Past `UNFREED_MAX`, or if this process dies, the lease
+ends them.
+
 Time comes from the app's injected clock, not Redis's TIME, so tests move it by hand; keep
 replicas' clocks in sync (NTP), as a replica that runs ahead sees a little more allowance.
 """
@@ -38,8 +45,10 @@ replicas' clocks in sync (NTP), as a replica that runs ahead sees a little more 
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol
 
 from proxy.breaker import Breaker
@@ -49,6 +58,7 @@ from proxy.settings import QuotaSettings
 from proxy.store import Store, StoreUnavailable
 
 EPOCH_MS = 1_700_000_000_000  # rate clocks count from here, keeping them small
+UNFREED_MAX = 10_000  # slots kept for freeing after a store failure; older ones wait for the lease
 NEVER = -1  # retry_ms when a request costs more than the whole limit
 
 
@@ -199,6 +209,8 @@ class Limiter:
         self._store = store
         self._breaker = breaker
         self._lease_ms = lease_ms
+        # (one tag's slot readings, the request's token) the store failed to free
+        self._unfreed: deque[tuple[list[Reading], str]] = deque(maxlen=UNFREED_MAX)
 
     @property
     def remote(self) -> bool:
@@ -225,6 +237,7 @@ class Limiter:
 
         Raises `StoreUnavailable` (after giving back what it could) when the store fails.
         """
+        await self._free_unfreed(now_ms)
         admission = Admission(True, [], secrets.token_hex(12))
         for charge in charges:
             try:
@@ -264,8 +277,30 @@ class Limiter:
         ]
         if not entries:
             return False
-        await self._breaker.call(lambda: self._store.settle(entries, token))
+        try:
+            await self._breaker.call(lambda: self._store.settle(entries, token))
+        except StoreUnavailable:
+            slots = [r for r in readings if r.charged and r.counter.slots]
+            if slots:
+                self._unfreed.append((slots, token))
+            raise
         return True
+
+    async def _free_unfreed(self, now_ms: int) -> None:
+        """Free the slots earlier settles could not, oldest first, while the store takes them.
+
+        Not while the breaker is open: that would cost nothing, but free nothing either."""
+        while self._unfreed and self._breaker.state != "open":
+            slots, token = self._unfreed.popleft()
+            entries = [_settle_entry(r, now_ms) for r in slots]
+            try:
+                await self._breaker.call(partial(self._store.settle, entries, token))
+            except StoreUnavailable:
+                self._unfreed.appendleft((slots, token))  # tried again before a later charge
+                return
+            except BaseException:  # cancelled half way: freeing it again is harmless
+                self._unfreed.appendleft((slots, token))
+                raise
 
     async def read(self, counters: Sequence[Counter], now_ms: int) -> list[Reading]:
         """Each counter's state now, charging nothing (counters of one tag)."""

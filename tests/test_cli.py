@@ -69,6 +69,50 @@ def fake_upstream_process() -> Iterator[int]:
         process.wait(timeout=10)
 
 
+def _json_call(port: int, path: str, body: object, method: str = "POST") -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (loopback http)
+        return json.loads(answer.read())
+
+
+def test_fake_upstream_takes_knobs_at_start_and_through_control() -> None:
+    """`fake-upstream --knobs JSON --control` starts with those knobs and takes more live."""
+    port = free_port()
+    knobs = json.dumps({"flagged": {"sabotage": {"violence": 0.9}}})
+    command = [sys.executable, "-m", "proxy", "fake-upstream", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--knobs", knobs, "--control"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until_up(port, process, "/v1/models")
+        verdict = _json_call(port, "/v1/moderations", {"input": "sabotage"})
+        assert verdict["results"][0]["flagged"] is True
+        now = _json_call(port, "/_fake/knobs", {"status": 429}, method="PUT")
+        assert now["status"] == 429
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _json_call(port, "/v1/moderations", {"input": "hello"})
+        assert refused.value.code == 429
+        refused.value.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_fake_upstream_refuses_bad_knobs_at_start() -> None:
+    """A knob that does not exist stops `fake-upstream` with a message naming it."""
+    result = _tollgate("fake-upstream", "--port", "1", "--knobs", '{"lateness": 1}')
+    assert result.returncode == 2
+    assert "lateness" in result.stderr
+
+
 def test_keys_hash_prints_the_sha256() -> None:
     """`tollgate keys hash KEY` prints the digest the policy file lists."""
     result = _tollgate("keys", "hash", "tg-abc")

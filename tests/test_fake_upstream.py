@@ -433,3 +433,107 @@ async def test_knobs_can_be_passed_at_creation(aiohttp_server: AiohttpServer) ->
     ):
         assert response.status == 502
         assert (await response.json())["error"]["type"] == "server_error"
+
+
+# ---------------------------------------------------------------- control
+
+
+@pytest.fixture
+async def controlled(aiohttp_server: AiohttpServer) -> TestServer:
+    """A fake serving `/_fake/knobs`, as `tollgate fake-upstream --control` does."""
+    return await aiohttp_server(create_fake_upstream(control=True))
+
+
+async def test_knobs_change_at_run_time_through_control(controlled: TestServer) -> None:
+    """PUT /_fake/knobs changes what the next requests get; putting the default back undoes it."""
+    async with aiohttp.ClientSession() as session:
+        knobs_url = controlled.make_url("/_fake/knobs")
+        async with session.put(knobs_url, json={"status": 503, "latency": 0}) as changed:
+            assert changed.status == 200
+            assert (await changed.json())["status"] == 503
+        async with session.get(controlled.make_url("/v1/models")) as refused:
+            assert refused.status == 503
+        async with session.put(knobs_url, json={"status": None}) as undone:
+            assert (await undone.json())["status"] is None
+        async with session.get(controlled.make_url("/v1/models")) as answered:
+            assert answered.status == 200
+
+
+async def test_control_is_not_held_up_by_the_faults_it_sets(controlled: TestServer) -> None:
+    """The control routes skip the fault knobs: a forced status or reset never blocks undoing it."""
+    async with aiohttp.ClientSession() as session:
+        knobs_url = controlled.make_url("/_fake/knobs")
+        faults = {"status": 500, "reset_mid_body": True}
+        async with session.put(knobs_url, json=faults) as changed:
+            assert changed.status == 200
+        async with session.get(knobs_url) as shown:
+            assert shown.status == 200
+            assert await shown.json() == {
+                "latency": 0.0,
+                "status": 500,
+                "event_pause": 0.0,
+                "reset_after_events": None,
+                "reset_mid_body": True,
+                "flagged": {},
+                "record": True,
+            }
+
+
+async def test_flagged_inputs_can_be_set_through_control(controlled: TestServer) -> None:
+    """A needle set through control flags moderation inputs containing it."""
+    async with aiohttp.ClientSession() as session:
+        flagged = {"flagged": {"sabotage": {"violence": 0.9}}}
+        async with session.put(controlled.make_url("/_fake/knobs"), json=flagged) as changed:
+            assert changed.status == 200
+        moderate = controlled.make_url("/v1/moderations")
+        async with session.post(moderate, json={"input": "plan the sabotage"}) as answer:
+            result = (await answer.json())["results"][0]
+    assert result["flagged"] is True
+    assert result["categories"]["violence"] is True
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": 503, "lateness": 1},
+        {"status": 503, "latency": "slow"},
+        {"status": 503, "latency": -1},
+        {"status": 503, "reset_mid_body": 1},
+        {"status": 503, "latency": True},
+        {"status": 503, "flagged": {"x": {"violence": "high"}}},
+        {"status": 503, "flagged": {"x": 0.9}},
+        [],
+    ],
+    ids=[
+        "unknown",
+        "string",
+        "negative",
+        "int-for-bool",
+        "bool-for-number",
+        "score",
+        "scores",
+        "not-object",
+    ],
+)
+async def test_bad_knobs_are_refused_and_nothing_changes(
+    aiohttp_server: AiohttpServer, changes: object
+) -> None:
+    """A knob that does not exist or does not fit is a 400, and no knob of that PUT is set."""
+    app = create_fake_upstream(control=True)
+    server = await aiohttp_server(app)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(server.make_url("/_fake/knobs"), json=changes) as refused,
+    ):
+        assert refused.status == 400
+        assert (await refused.json())["error"]["type"] == "invalid_request_error"
+    assert app[FAKE_UPSTREAM].knobs == FakeKnobs()
+
+
+async def test_control_is_off_unless_asked_for(server: TestServer) -> None:
+    """Without `control`, /_fake/knobs is an unknown route like any other."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(server.make_url("/_fake/knobs"), json={"status": 500}) as answer,
+    ):
+        assert answer.status == 404

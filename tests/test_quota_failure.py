@@ -214,3 +214,38 @@ async def test_a_refund_lost_with_redis_is_logged_and_counted(
     assert (await send(proxy))[0] == 500
     assert last_line(proxy)["quota_refund"] == "upstream_500 (lost)"
     assert (stats(proxy).refunds, stats(proxy).refunds_lost) == (0, 1)
+
+
+async def test_a_slot_whose_release_failed_is_freed_once_redis_answers_again(
+    make_proxy: MakeProxy, own_redis: OwnRedis, aiohttp_server: AiohttpServer
+) -> None:
+    """Redis hangs while a request is upstream, so freeing its concurrency slot fails: the next
+    request that reaches Redis frees it first, rather than the slot being held for its lease
+    (a few Redis blips would otherwise lock a user out for 15 minutes)."""
+
+    answered: list[str] = []
+
+    async def answer_while_redis_hangs(request: web.Request) -> web.Response:
+        if not answered:  # the first request only
+            own_redis.pause(True)
+        answered.append(request.path)
+        return web.json_response({"object": "list", "data": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", answer_while_redis_hangs)
+    origin = await aiohttp_server(app)
+    proxy = await make_proxy(
+        str(origin.make_url("")).rstrip("/"),
+        clock=FakeClock(),
+        policy=limited({"users": {"alice": ["1 concurrent"]}}),
+        store="redis",
+        redis=RedisSettings(url=SecretStr(own_redis.url), timeout=0.5),
+        cache={"enabled": False},
+    )
+    try:
+        assert (await send(proxy))[0] == 200  # answered; its slot could not be freed
+    finally:
+        own_redis.pause(False)
+    status, _, body = await send(proxy)
+    assert status == 200, body
+    assert len(answered) == 2

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from proxy.keys import KeyRecord
 from proxy.settings import RedisSettings
@@ -60,15 +61,29 @@ def _raised_in_redis_py(exc: BaseException) -> bool:
 def connect(settings: RedisSettings) -> RedisClient:
     """A client for the server or cluster `settings` name (it connects on first use)."""
     url, timeout = settings.url.get_secret_value(), settings.timeout
+    # With maintenance notifications on (redis-py 8 turns them on for RESP3 by itself), the
+    # pool stops checking a connection before handing it out, so every connection a restarted
+    # Redis left in the pool failed once: a 503 each, and the breaker reopened
+    # (redis/redis-py#4128). Only managed Redis offerings send these notifications.
+    quiet = MaintNotificationsConfig(enabled=False)
     if settings.cluster:
         # reinitialize_steps=0: a MOVED updates the slot it names and nothing else. redis-py's
         # default rebuilds the whole map every 5th MOVED, closing every node's connections,
         # those of commands in flight included: under load, a resharding or failover would
         # fail requests that had nothing to do with the slots that moved.
         return RedisCluster.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, reinitialize_steps=0
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            reinitialize_steps=0,
+            maint_notifications_config=quiet,
         )
-    return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        maint_notifications_config=quiet,
+    )
 
 
 BY_ID = "tg:{tg-keys}:id:"
