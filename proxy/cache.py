@@ -258,11 +258,11 @@ class CacheRoom:
         facts, lock = request[FACTS], key + ":lock"
         lock_ttl = self.cache.settings.lock_ttl
         try:
-            locked = await self.cache.backend.lock(lock, lock_ttl)
+            locked: bool | None = await self.cache.backend.lock(lock, lock_ttl)
         except StoreUnavailable:
             self.cache.stats.store_error()
-            locked = False
-        if not locked:
+            locked = None  # no store, so no replica to wait for: straight upstream
+        if locked is False:
             entry = await self._wait_for(key, lock_ttl)
             if entry is not None:
                 self.cache.stats.coalesced()
