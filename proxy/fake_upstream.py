@@ -3,15 +3,15 @@
 It records every request it receives, answers the operations Tollgate is exercised with (images,
 models, moderations, assistants, threads, messages, runs with SSE streaming, uploads, chat
 completions, files) with bodies the official SDK accepts under strict validation, and misbehaves on
-demand through `FakeKnobs` (latency, forced statuses, pauses and resets mid-stream or mid-body, a
-required API key, flagged moderation inputs). Every answer is made up; nothing is persisted except
-the uploads' declared metadata, which `complete` echoes back.
+demand through `FakeKnobs` (latency, forced statuses with `Retry-After`, pauses and resets
+mid-stream or mid-body, malformed bodies, a required API key, flagged moderation inputs). It notes
+every request whose client left before its answer was complete (`cut_off`). Every answer is made
+up; nothing is persisted except the uploads' declared metadata, which `complete` echoes back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import time
@@ -104,15 +104,19 @@ class FakeKnobs:
     reset_mid_body: bool = False
     expected_key: str | None = None
     flagged: dict[str, dict[str, float]] = field(default_factory=dict)
+    retry_after: str | None = None  # sent with a forced status, as OpenAI does with its 429s
+    malformed: dict[str, bytes] = field(default_factory=dict)  # path -> a 200 body, as it is
 
 
 @dataclass
 class FakeUpstream:
-    """The app's state: its knobs, every request received, and the uploads created so far."""
+    """The app's state: its knobs, every request received, the uploads created so far, and
+    the paths of requests whose client left while the body or a stream was on its way."""
 
     knobs: FakeKnobs
     received: list[Recorded]
     uploads: dict[str, JSON] = field(default_factory=dict)
+    cut_off: list[str] = field(default_factory=list)
 
 
 FAKE_UPSTREAM: Final[web.AppKey[FakeUpstream]] = web.AppKey("fake_upstream", FakeUpstream)
@@ -207,6 +211,15 @@ def _listing(items: list[JSON]) -> JSON:
 
 @web.middleware
 async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Note a client that leaves before its answer is complete (the body half sent, say)."""
+    try:
+        return await _gated(request, handler)
+    except (ConnectionError, asyncio.CancelledError):
+        _fake(request).cut_off.append(request.path)
+        raise
+
+
+async def _gated(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Record, wait, enforce the key and the forced status, and turn unknown routes into 404s."""
     fake = _fake(request)
     request[_STARTED] = time.monotonic()
@@ -234,7 +247,12 @@ def _refusal(request: web.Request, knobs: FakeKnobs) -> web.Response | None:
             return _bad_key(given.removeprefix("Bearer "))
     if knobs.status is not None:
         kind, code, message = _error_kind(knobs.status)
-        return _error(knobs.status, message, kind, code)
+        response = _error(knobs.status, message, kind, code)
+        if knobs.retry_after is not None:
+            response.headers["Retry-After"] = knobs.retry_after
+        return response
+    if request.path in knobs.malformed:
+        return web.Response(body=knobs.malformed[request.path], content_type="application/json")
     return None
 
 
@@ -561,8 +579,10 @@ async def _stream(request: web.Request, events: Iterator[Event]) -> web.StreamRe
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    with contextlib.suppress(ConnectionError):
+    try:
         await _write_events(request, response, events)
+    except ConnectionError:
+        _fake(request).cut_off.append(request.path)
     return response
 
 
