@@ -190,7 +190,7 @@ async def test_the_admin_api_flushes_a_team_or_everything(
     assert (await _flush(proxy, {"team": "nope"}))[0] == 400
 
 
-@pytest.mark.parametrize("status", [404, 429, 500])
+@pytest.mark.parametrize("status", [404, 429, 500, 502, 503])
 async def test_error_answers_are_never_stored(
     proxy: Proxy, upstream: Upstream, status: int
 ) -> None:
