@@ -110,12 +110,14 @@ class FakeKnobs:
 
 @dataclass
 class FakeUpstream:
-    """The app's state: its knobs, every request received, the uploads created so far, and
-    the paths of requests whose client left while the body or a stream was on its way."""
+    """The app's state: its knobs, every request received, the uploads created so far, the
+    paths of requests as their head arrives (before the body is read), and of those whose
+    client left while the body or a stream was on its way."""
 
     knobs: FakeKnobs
     received: list[Recorded]
     uploads: dict[str, JSON] = field(default_factory=dict)
+    arrived: list[str] = field(default_factory=list)
     cut_off: list[str] = field(default_factory=list)
 
 
@@ -223,6 +225,7 @@ async def _gated(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Record, wait, enforce the key and the forced status, and turn unknown routes into 404s."""
     fake = _fake(request)
     request[_STARTED] = time.monotonic()
+    fake.arrived.append(request.path)
     body = await request.read()
     fake.received.append(
         Recorded(request.method, request.path, request.query_string, request.headers, body)

@@ -25,8 +25,8 @@ from tests.conftest import (
     sent_on,
     without_moderation,
 )
-from tests.samples import deprecated
 from tests.healthy import AUTH, assert_healthy, openai_error
+from tests.samples import deprecated
 
 
 def sdk_for(proxy: Proxy) -> openai.AsyncOpenAI:
