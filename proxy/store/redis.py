@@ -8,6 +8,11 @@ Key records live twice under one hash tag, `{tg-keys}`, so they share a Cluster 
 MULTI writes both: by id (for admins) and by hash (for the door). Looking a key up is one GET;
 a revoked key is gone from the by-hash side in the same transaction that marks it revoked, so
 every replica refuses it from its very next request.
+
+On one server, a pooled connection found dead (Redis restarted since it was last used) is
+replaced and the call made again at once, once: without that, each stale connection fails one
+request after Redis is back, enough to refuse keys and reopen the quotas' circuit breaker.
+Timeouts are not retried, so a hung Redis still costs one timeout a call.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from proxy.keys import KeyRecord
@@ -68,7 +76,12 @@ def connect(settings: RedisSettings) -> RedisClient:
         return RedisCluster.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, reinitialize_steps=0
         )
-    return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
 
 
 BY_ID = "tg:{tg-keys}:id:"
