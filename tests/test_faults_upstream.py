@@ -9,7 +9,9 @@ fails or is malformed (tests/test_moderation.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 import openai
@@ -178,4 +180,79 @@ async def test_the_sdk_sees_upstream_rate_limits_as_rate_limit_errors(
     assert refused.value.code == "rate_limit_exceeded"
     assert len(sent_on(upstream)) == 1
     upstream.state.knobs.status = None
+    await assert_healthy(proxy)
+
+
+LISTING = (
+    b'{"object": "list", "data": '
+    b'[{"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "system"}]}'
+)
+
+
+class Faulty:
+    """A raw TCP upstream that answers GET /v1/models with broken HTTP until it is `mended`,
+    and answers properly otherwise (so the proxy can be seen to recover)."""
+
+    def __init__(self, fault: bytes) -> None:
+        self.fault = fault
+        self.mended = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, path, _ = head.split(b" ", 2)
+        ok = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        if method == b"HEAD":
+            writer.write(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n")
+        elif path == b"/v1/models" and not self.mended:
+            writer.write(self.fault)
+        else:
+            writer.write(ok + b"Content-Length: %d\r\n\r\n" % len(LISTING) + LISTING)
+        await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def faulty() -> AsyncIterator[list[Faulty]]:
+    started: list[Faulty] = []
+    yield started
+    for server in started:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(b"", id="closed-without-answer"),
+        pytest.param(b"garbage\r\n\r\n", id="no-status-line"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", id="short-body"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", id="bad-chunk"
+        ),
+    ],
+)
+async def test_broken_http_from_upstream_is_a_502(
+    make_proxy: MakeProxy, faulty: list[Faulty], fault: bytes
+) -> None:
+    """An upstream answer that is not valid HTTP, or ends before its declared length, is a
+    502 in OpenAI's shape, never half a body passed off as whole."""
+    upstream = Faulty(fault)
+    faulty.append(upstream)
+    proxy = await make_proxy(await upstream.start(), policy=without_moderation(policy_for_tests()))
+    async with aiohttp.ClientSession() as client:
+        async with client.get(proxy.url("/v1/models"), headers=AUTH) as response:
+            assert response.status == 502
+            error = await openai_error(response)
+    assert (error["type"], error["code"]) == ("server_error", "upstream_unavailable")
+    upstream.mended = True
     await assert_healthy(proxy)
