@@ -258,11 +258,11 @@ class CacheRoom:
         facts, lock = request[FACTS], key + ":lock"
         lock_ttl = self.cache.settings.lock_ttl
         try:
-            locked = await self.cache.backend.lock(lock, lock_ttl)
+            locked: bool | None = await self.cache.backend.lock(lock, lock_ttl)
         except StoreUnavailable:
             self.cache.stats.store_error()
-            locked = False
-        if not locked:
+            locked = None  # no store, so no replica to wait for: straight upstream
+        if locked is False:
             entry = await self._wait_for(key, lock_ttl)
             if entry is not None:
                 self.cache.stats.coalesced()
@@ -308,7 +308,22 @@ def _directives(header: str) -> set[str]:
 
 
 def _storable(shared: Shared, facts: Facts) -> bool:
-    return 200 <= shared.status < 300 and not facts.upstream_says_no_store
+    """A 2xx upstream did not mark private, whose body is the JSON it says it is: a garbled
+    or foreign answer (an HTML page, a truncated document) is relayed once, never kept."""
+    if not 200 <= shared.status < 300 or facts.upstream_says_no_store:
+        return False
+    return _is_json(shared)
+
+
+def _is_json(shared: Shared) -> bool:
+    kind = next((v for k, v in shared.headers if k.lower() == "content-type"), "")
+    if not kind.lower().startswith("application/json"):
+        return False
+    try:
+        orjson.loads(shared.body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def cache_middleware(room: CacheRoom) -> Middleware:

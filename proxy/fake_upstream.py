@@ -3,17 +3,18 @@
 It records every request it receives, answers the operations Tollgate is exercised with (images,
 models, moderations, assistants, threads, messages, runs with SSE streaming, uploads, chat
 completions, files) with bodies the official SDK accepts under strict validation, and misbehaves on
-demand through `FakeKnobs` (latency, forced statuses, pauses and resets mid-stream or mid-body, a
-required API key, flagged moderation inputs). Every answer is made up; nothing is persisted except
-the uploads' declared metadata, which `complete` echoes back. Started with `control=True` (the
-`--control` flag of `tollgate fake-upstream`), it also serves `GET` and `PUT /_fake/knobs`, so
-another process can change the knobs while it runs (bench/soak.py injects faults that way).
+demand through `FakeKnobs` (latency, forced statuses with `Retry-After`, pauses and resets
+mid-stream or mid-body, malformed bodies, a required API key, flagged moderation inputs). It notes
+every request whose client left before its answer was complete (`cut_off`). Every answer is made
+up; nothing is persisted except the uploads' declared metadata, which `complete` echoes back.
+Started with `control=True` (the `--control` flag of `tollgate fake-upstream`), it also serves
+`GET` and `PUT /_fake/knobs`, so another process can change the knobs while it runs
+(bench/soak.py injects faults that way).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import time
@@ -107,6 +108,8 @@ class FakeKnobs:
     expected_key: str | None = None
     flagged: dict[str, dict[str, float]] = field(default_factory=dict)
     record: bool = True
+    retry_after: str | None = None  # sent with a forced status, as OpenAI does with its 429s
+    malformed: dict[str, bytes] = field(default_factory=dict)  # path -> a 200 body, as it is
 
 
 # The knobs `PUT /_fake/knobs` and `--knobs` may set, with the JSON types each one takes.
@@ -117,6 +120,7 @@ _SETTABLE: Final[Mapping[str, tuple[type, ...]]] = {
     "reset_after_events": (int, type(None)),
     "reset_mid_body": (bool,),
     "flagged": (dict,),
+    "retry_after": (str, type(None)),
     "record": (bool,),
 }
 
@@ -159,11 +163,15 @@ def knob_values(knobs: FakeKnobs) -> JSON:
 
 @dataclass
 class FakeUpstream:
-    """The app's state: its knobs, every request received, and the uploads created so far."""
+    """The app's state: its knobs, every request received, the uploads created so far, the
+    paths of requests as their head arrives (before the body is read), and of those whose
+    client left while the body or a stream was on its way."""
 
     knobs: FakeKnobs
     received: list[Recorded]
     uploads: dict[str, JSON] = field(default_factory=dict)
+    arrived: list[str] = field(default_factory=list)
+    cut_off: list[str] = field(default_factory=list)
 
 
 FAKE_UPSTREAM: Final[web.AppKey[FakeUpstream]] = web.AppKey("fake_upstream", FakeUpstream)
@@ -259,16 +267,28 @@ def _listing(items: list[JSON]) -> JSON:
 
 @web.middleware
 async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record, wait, enforce the key and the forced status, and turn unknown routes into 404s.
+    """Note a client that leaves before its answer is complete (the body half sent, say).
 
     The control routes (`/_fake/...`) pass untouched: faults never get in the way of ending them.
     """
     if request.path.startswith(_CONTROL):
         return await handler(request)
+    try:
+        return await _gated(request, handler)
+    except (ConnectionError, asyncio.CancelledError):
+        _fake(request).cut_off.append(request.path)
+        raise
+
+
+async def _gated(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record, wait, enforce the key and the forced status, and turn unknown routes into 404s."""
     fake = _fake(request)
     request[_STARTED] = time.monotonic()
+    record = fake.knobs.record  # off for long runs: these lists would grow for ever
+    if record:
+        fake.arrived.append(request.path)
     body = await request.read()
-    if fake.knobs.record:
+    if record:
         fake.received.append(
             Recorded(request.method, request.path, request.query_string, request.headers, body)
         )
@@ -292,7 +312,12 @@ def _refusal(request: web.Request, knobs: FakeKnobs) -> web.Response | None:
             return _bad_key(given.removeprefix("Bearer "))
     if knobs.status is not None:
         kind, code, message = _error_kind(knobs.status)
-        return _error(knobs.status, message, kind, code)
+        response = _error(knobs.status, message, kind, code)
+        if knobs.retry_after is not None:
+            response.headers["Retry-After"] = knobs.retry_after
+        return response
+    if request.path in knobs.malformed:
+        return web.Response(body=knobs.malformed[request.path], content_type="application/json")
     return None
 
 
@@ -619,8 +644,10 @@ async def _stream(request: web.Request, events: Iterator[Event]) -> web.StreamRe
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    with contextlib.suppress(ConnectionError):
+    try:
         await _write_events(request, response, events)
+    except ConnectionError:
+        _fake(request).cut_off.append(request.path)
     return response
 
 

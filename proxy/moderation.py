@@ -152,6 +152,18 @@ def moderated_text(call: Call, fields: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _verdict(result: object) -> bool:
+    """Whether `result` is one moderation result as OpenAI shapes it: a `flagged` boolean,
+    boolean `categories` and numeric `category_scores`. Anything else is no verdict at all."""
+    if not isinstance(result, dict) or not isinstance(result.get("flagged"), bool):
+        return False
+    flags, scores = result.get("categories"), result.get("category_scores")
+    if not isinstance(flags, dict) or not isinstance(scores, dict):
+        return False
+    numbers = (isinstance(s, int | float) and not isinstance(s, bool) for s in scores.values())
+    return all(isinstance(flag, bool) for flag in flags.values()) and all(numbers)
+
+
 def _scores(results: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, float]:
     best: dict[str, float] = {}
     for result in results:
@@ -279,9 +291,9 @@ class Moderator:
             answer = orjson.loads(body) if status == 200 else None
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
             raise ModerationFailed() from None
-        if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or not results or not all(map(_verdict, results)):
             raise ModerationFailed()
-        results: list[Mapping[str, Any]] = answer["results"]
         return results
 
     async def _refuse_if_struck_out(self, principal: Principal) -> None:

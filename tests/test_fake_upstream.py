@@ -476,6 +476,7 @@ async def test_control_is_not_held_up_by_the_faults_it_sets(controlled: TestServ
                 "reset_mid_body": True,
                 "flagged": {},
                 "record": True,
+                "retry_after": None,
             }
 
 

@@ -175,6 +175,31 @@ FAILURES = [
     pytest.param(web.json_response({"error": {}}, status=500), 0.0, id="5xx"),
     pytest.param(web.json_response({"error": {}}, status=429), 0.0, id="429"),
     pytest.param(web.Response(text="not json", content_type="text/plain"), 0.0, id="garbage"),
+    pytest.param(web.json_response({"results": []}), 0.0, id="no-result"),
+    pytest.param(web.json_response({"results": [1]}), 0.0, id="result-not-object"),
+    pytest.param(web.json_response({"results": [{"flagged": False}]}), 0.0, id="no-categories"),
+    pytest.param(
+        web.json_response(
+            {
+                "results": [
+                    {
+                        "flagged": True,
+                        "categories": {"violence": True},
+                        "category_scores": {"violence": "high"},
+                    }
+                ]
+            }
+        ),
+        0.0,
+        id="score-not-number",
+    ),
+    pytest.param(
+        web.json_response(
+            {"results": [{"flagged": False, "categories": [], "category_scores": {}}]}
+        ),
+        0.0,
+        id="categories-not-object",
+    ),
     pytest.param(None, 2.0, id="timeout"),
 ]
 

@@ -28,9 +28,10 @@ COOLDOWN = 5.0
 class OwnRedis:
     """A redis-server of this test's own, on its own port, to kill and start again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra: str) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.extra = extra  # more redis-server options (persistence, say)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,7 +41,7 @@ class OwnRedis:
     def start(self) -> None:
         binary = shutil.which("redis-server") or "redis-server"
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--dir", str(self.workdir)]
+        args += ["--dir", str(self.workdir), *self.extra]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
         for _ in range(200):

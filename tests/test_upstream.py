@@ -6,13 +6,15 @@ import asyncio
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from pytest_aiohttp import AiohttpServer
 
+from proxy.fake_upstream import FAKE_UPSTREAM, create_fake_upstream
 from tests.conftest import (
     CLIENT_KEY,
     UPSTREAM_KEY,
@@ -24,6 +26,7 @@ from tests.conftest import (
     Upstream,
     free_port,
 )
+from tests.healthy import assert_healthy
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 STEP = 5.0  # generous bound for one step that must happen; never a performance assertion
@@ -124,7 +127,7 @@ async def test_a_request_id_is_made_where_upstream_gives_none(
     assert json.loads(proxy.log_lines()[-1])["request_id"] == request_id
 
 
-@pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
+@pytest.mark.parametrize("status", [400, 404, 429, 500, 502, 503])
 async def test_upstream_errors_are_relayed_as_they_are(
     proxy: Proxy, upstream: Upstream, status: int
 ) -> None:
@@ -136,16 +139,30 @@ async def test_upstream_errors_are_relayed_as_they_are(
             error = await _error_of(response)
     assert "Tollgate" not in error["message"]
     assert len(upstream.state.received) == 1
+    upstream.state.knobs.status = None
+    await assert_healthy(proxy)
 
 
-async def test_connection_refused_is_a_502(make_proxy: MakeProxy) -> None:
-    """An upstream nobody listens on gives 502 in OpenAI's shape."""
-    proxy = await make_proxy(f"http://127.0.0.1:{free_port()}")
+async def test_connection_refused_is_a_502(
+    make_proxy: MakeProxy, aiohttp_server: AiohttpServer
+) -> None:
+    """An upstream nobody listens on gives 502 in OpenAI's shape; once it listens, all is well."""
+    port = free_port()
+    proxy = await make_proxy(f"http://127.0.0.1:{port}")
     async with aiohttp.ClientSession() as client:
         async with client.get(proxy.url("/v1/models"), headers=AUTH) as response:
             assert response.status == 502
             error = await _error_of(response)
     assert error["type"] == "server_error"
+    await aiohttp_server(_fake_upstream(), port=port)
+    await assert_healthy(proxy)
+
+
+def _fake_upstream() -> web.Application:
+    """A fresh fake upstream expecting the central key."""
+    app = create_fake_upstream()
+    app[FAKE_UPSTREAM].knobs.expected_key = UPSTREAM_KEY
+    return app
 
 
 async def test_reset_mid_body_is_a_502(proxy: Proxy, upstream: Upstream) -> None:
@@ -155,6 +172,8 @@ async def test_reset_mid_body_is_a_502(proxy: Proxy, upstream: Upstream) -> None
         async with client.get(proxy.url("/v1/models"), headers=AUTH) as response:
             assert response.status == 502
             await _error_of(response)
+    upstream.state.knobs.reset_mid_body = False
+    await assert_healthy(proxy)
 
 
 async def test_a_slow_upstream_is_a_504(make_proxy: MakeProxy, upstream: Upstream) -> None:
@@ -166,6 +185,8 @@ async def test_a_slow_upstream_is_a_504(make_proxy: MakeProxy, upstream: Upstrea
             assert response.status == 504
             error = await _error_of(response)
     assert error["type"] == "server_error"
+    upstream.state.knobs.latency = 0.0
+    await assert_healthy(proxy)
 
 
 class Gate:
@@ -271,6 +292,8 @@ async def test_an_upstream_stream_cut_half_way_is_cut_for_the_client(
                 await response.read()
     line = json.loads(proxy.log_lines()[-1])
     assert line["aborted"] == "upstream_broke"
+    upstream.state.knobs.reset_after_events = None
+    await assert_healthy(proxy)
 
 
 def _upload_upstream(gate: Gate, bodies: list[bytes]) -> web.Application:
@@ -360,31 +383,54 @@ async def test_image_edit_forms_stream_to_upstream_before_the_file_ends(
     assert (line["operation"], line["model"]) == ("images.edit", "dall-e-2")
 
 
+class Unaccepting:
+    """A loopback listener whose accept queue is full: new connections hang in the handshake,
+    until `serve` empties the queue and answers on it as the fake upstream."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port: int = self.listener.getsockname()[1]
+        self.fillers: list[socket.socket] = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+        self.runner: web.AppRunner | None = None
+
+    async def serve(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.runner = web.AppRunner(_fake_upstream())
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.listener).start()
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        for sock in [*self.fillers, self.listener]:
+            sock.close()
+
+
 @pytest.fixture
-def unaccepting_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full: new connections hang in the handshake."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port: int = listener.getsockname()[1]
-    fillers = []
-    for _ in range(4):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-        fillers.append(filler)
-    yield port
-    for sock in [*fillers, listener]:
-        sock.close()
+async def unaccepting() -> AsyncIterator[Unaccepting]:
+    listener = Unaccepting()
+    yield listener
+    await listener.close()
 
 
-async def test_a_connect_timeout_is_a_504(make_proxy: MakeProxy, unaccepting_port: int) -> None:
-    """An upstream that never completes the connection gives 504 after the connect timeout."""
+async def test_a_connect_timeout_is_a_504(make_proxy: MakeProxy, unaccepting: Unaccepting) -> None:
+    """An upstream that never completes the connection gives 504 after the connect timeout;
+    once it accepts again, all is well."""
     proxy = await make_proxy(
-        f"http://127.0.0.1:{unaccepting_port}", upstream={"connect_timeout": 0.2}
+        f"http://127.0.0.1:{unaccepting.port}", upstream={"connect_timeout": 0.2}
     )
     async with stepwise_client() as client:
         async with client.get(proxy.url("/v1/models"), headers=AUTH) as response:
             assert response.status == 504
             error = await _error_of(response)
     assert error["type"] == "server_error"
+    await unaccepting.serve()
+    await assert_healthy(proxy)

@@ -86,6 +86,7 @@ async def _moderate(client: aiohttp.ClientSession, url: str) -> int:
 async def _stream(client: aiohttp.ClientSession, url: str, started: asyncio.Event) -> bytes:
     body = {"assistant_id": "asst_1", "stream": True}
     async with client.post(url, json=body, headers=AUTH) as response:
+        assert response.status == 200
         seen = b""
         async for chunk in response.content.iter_any():
             seen += chunk
