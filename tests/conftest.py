@@ -17,6 +17,7 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
@@ -24,6 +25,7 @@ from proxy.app import create_app
 from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, Recorded, create_fake_upstream
 from proxy.keys import Clock, hash_key
 from proxy.policy import Policy, StaticKey, Team, User
+from proxy.server import TollgateRunner
 from proxy.settings import CredentialSettings, RedisSettings, Settings, UpstreamSettings
 
 UPSTREAM_KEY = "sk-upstream-central-0123456789abcdef"
@@ -108,11 +110,38 @@ def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
     return Settings(upstream=upstream, **(defaults | overrides))
 
 
+class TollgateTestServer(TestServer):
+    """A test server that runs a Tollgate app as `tollgate serve` does: on `TollgateRunner`,
+    so requests aiohttp's parser refuses get the same answers as in production."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return TollgateRunner(self.app, **kwargs)
+
+
+ServeTollgate = Callable[[web.Application], Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def tollgate_server() -> AsyncIterator[ServeTollgate]:
+    """Start Tollgate apps on loopback like `aiohttp_server`; close them after the test."""
+    servers: list[TollgateTestServer] = []
+
+    async def start(app: web.Application) -> TestServer:
+        server = TollgateTestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    while servers:
+        await servers.pop().close()
+
+
 MakeProxy = Callable[..., Awaitable[Proxy]]
 
 
 @pytest.fixture
-async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeProxy:
+async def make_proxy(tollgate_server: ServeTollgate, upstream: Upstream) -> MakeProxy:
     """Start a Tollgate in front of the fake upstream, with settings (and policy) as asked."""
 
     async def make(
@@ -126,7 +155,7 @@ async def make_proxy(aiohttp_server: AiohttpServer, upstream: Upstream) -> MakeP
         settings = proxy_settings(upstream_url or upstream.url, **overrides)
         policy = policy or policy_for_tests()
         app = create_app(settings, policy=policy, log_stream=logs, clock=clock)
-        return Proxy(await aiohttp_server(app), logs)
+        return Proxy(await tollgate_server(app), logs)
 
     return make
 

@@ -32,6 +32,7 @@ from schemathesis.openapi import from_dict
 from proxy.app import create_app
 from proxy.endpoints import ENDPOINTS
 from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
+from proxy.server import TollgateRunner
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, policy_for_tests, proxy_settings
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
@@ -49,8 +50,10 @@ class Served:
     logs: io.BytesIO
 
 
-async def _start(site_app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(site_app)
+async def _start(
+    site_app: web.Application, runner_class: type[web.AppRunner] = web.AppRunner
+) -> tuple[web.AppRunner, int]:
+    runner = runner_class(site_app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -66,7 +69,7 @@ async def _serve(ready: threading.Event, stop: asyncio.Event, out: list[Served])
     logs = io.BytesIO()
     settings_ = proxy_settings(f"http://127.0.0.1:{upstream_port}")
     app = create_app(settings_, policy=policy_for_tests(), log_stream=logs)
-    runner, port = await _start(app)
+    runner, port = await _start(app, TollgateRunner)
     out.append(Served(f"http://127.0.0.1:{port}/v1", fake[FAKE_UPSTREAM], logs))
     ready.set()
     await stop.wait()
