@@ -17,8 +17,8 @@ from proxy.endpoints import BodyKind, EndpointTable, Match
 from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge
 from proxy.multipart import (
     Delimiters,
+    FieldError,
     FormFile,
-    RepeatedField,
     boundary_of,
     read_form_head,
     split_form,
@@ -142,7 +142,7 @@ async def _hold_form(request: web.Request, match: Match, limit: int) -> Parsed:
     body = await spool(StreamedBody(b"", request.content, limit), delimiters)
     try:
         form = split_form(body.read, delimiters)
-    except RepeatedField:
+    except FieldError:
         body.close()
         raise
     call = build_call(match.endpoint, match.params, form.fields)
@@ -201,10 +201,8 @@ def route_middleware(
             raise NotFound(request.method, request.path)
         try:
             call, body, fields, files = await parse(request, match, limit, hold=hold_forms)
-        except RepeatedField as repeated:
-            raise InvalidRequest(
-                f"'{repeated.name}' was given more than once.", param=repeated.name
-            ) from None
+        except FieldError as bad:
+            raise InvalidRequest(bad.message, param=bad.name) from None
         except MALFORMED_BODY:
             raise InvalidRequest(BROKEN_BODY) from None
         facts = request[FACTS]
