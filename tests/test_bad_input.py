@@ -298,20 +298,19 @@ def _chunked_head(path: str, content_type: bytes) -> bytes:
 
 
 FORM = b"multipart/form-data; boundary=b"
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+FIELD_HEAD = b'--b\r\nContent-Disposition: form-data; name="n"\r\n\r\n1\r\n'
+FILE_HEAD = b'--b\r\nContent-Disposition: form-data; name="data"; filename="p"\r\n\r\nxxx'
 BROKEN_HALF_WAY = {
-    "json": ("/v1/moderations", b"application/json", b'8\r\n{"input"\r\n'),
-    "held form": (
-        "/v1/images/variations",
-        FORM,
-        b'2d\r\n--b\r\nContent-Disposition: form-data; name="n"\r\n\r\n\r\n',
-    ),
-    "upload part": (
-        "/v1/uploads/upload_1/parts",
-        FORM,
-        b'44\r\n--b\r\nContent-Disposition: form-data; name="data"; filename="p"\r\n\r\n'
-        b"xxxxxxx\r\n",
-    ),
-    "pass-through": ("/v1/files", b"application/octet-stream", b"5\r\nhello\r\n"),
+    "json": ("/v1/moderations", b"application/json", _chunk(b'{"input"')),
+    "held form": ("/v1/images/variations", FORM, _chunk(FIELD_HEAD)),
+    "upload part": ("/v1/uploads/upload_1/parts", FORM, _chunk(FILE_HEAD)),
+    "pass-through": ("/v1/files", b"application/octet-stream", _chunk(b"hello")),
 }
 
 
@@ -373,7 +372,7 @@ async def test_bodies_over_the_limit_are_a_413_declared_or_chunked(
     assert answer.status == 413
     assert answer.error()["code"] == "request_too_large"
     part = b'--b\r\nContent-Disposition: form-data; name="data"; filename="p"\r\n\r\n'
-    start = b"%x\r\n%s\r\n" % (len(part), part) if content_type == FORM else b""
+    start = _chunk(part) if content_type == FORM else b""
     chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
     head = _chunked_head(path, content_type + b"\r\nConnection: close")
     chunked = head + start + chunk * 6 + b"0\r\n\r\n"
@@ -480,6 +479,7 @@ REFUSED_TARGETS = [
     "/v1/models/a%2f..%2f..%2fadmin",
     "/v1/models/a%252Fb",
     "/v1/models/%252e%252e/x",
+    "/v1/models/a%2525252Fb",
     "/v1/models\\..\\..\\admin",
     "/v1/models%5c..%5cadmin",
     "/v1/models%0d%0aX-Injected:%20yes",
@@ -635,6 +635,6 @@ async def test_tollgate_serve_answers_malformed_http_in_openai_shape(served: int
     head = _chunked_head("/v1/moderations", b"application/json").replace(
         CLIENT_KEY.encode(), DEMO_KEY
     )
-    broken = await exchange(served, [head + b'8\r\n{"input"\r\n', b"zz\r\n"], pause=0.2)
+    broken = await exchange(served, [head + _chunk(b'{"input"'), b"zz\r\n"], pause=0.2)
     assert broken.status == 400
     assert "chunked" in broken.error()["message"]

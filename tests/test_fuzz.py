@@ -30,7 +30,7 @@ from schemathesis import GenerationMode
 from schemathesis.openapi import from_dict
 
 from proxy.app import create_app
-from proxy.endpoints import ENDPOINTS
+from proxy.endpoints import ENDPOINTS, BodyKind
 from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
 from proxy.server import TollgateRunner
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, policy_for_tests, proxy_settings
@@ -38,6 +38,9 @@ from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, policy_for_tests, proxy_set
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
 OPERATIONS = [(e.method, e.pattern.removeprefix("/v1")) for e in ENDPOINTS]
 EXAMPLES = 10  # an operation and a generation mode
+FORMS = {
+    e.pattern.removeprefix("/v1") for e in ENDPOINTS if e.body in (BodyKind.FORM, BodyKind.PART)
+}
 CALL_TIMEOUT = 10.0
 
 
@@ -133,7 +136,8 @@ def _check(case: FuzzCase, served: Served) -> None:
 def test_fuzzed_requests_get_openai_shaped_answers(
     spec: schemathesis.BaseSchema, served: Served, method: str, path: str
 ) -> None:
-    """Valid and invalid requests alike: no 5xx from Tollgate, every 4xx in OpenAI's shape."""
+    """Valid and invalid requests alike: no 5xx from Tollgate, every 4xx in OpenAI's shape;
+    both generation modes reach every operation, and the form operations get forms."""
     operation = spec[path][method]
     cases = st.one_of(
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
@@ -149,6 +153,12 @@ def test_fuzzed_requests_get_openai_shaped_answers(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: FuzzCase) -> None:
+        assert case.meta is not None
+        seen.add((case.meta.generation.mode, case.media_type))
         _check(case, served)
 
+    seen: set[tuple[GenerationMode, str | None]] = set()
     run()
+    assert {mode for mode, _ in seen} == {GenerationMode.POSITIVE, GenerationMode.NEGATIVE}
+    if path in FORMS:  # the form operations are fuzzed as forms, not only as JSON
+        assert "multipart/form-data" in {media for _, media in seen}
