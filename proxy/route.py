@@ -14,7 +14,7 @@ from proxy.body import BROKEN_BODY, MALFORMED_BODY, Body, SpooledBody, StreamedB
 from proxy.call import PASSTHROUGH_CALL, Call, build_call
 from proxy.context import FACTS
 from proxy.endpoints import BodyKind, EndpointTable, Match
-from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge
+from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge, ProxyError
 from proxy.multipart import (
     Delimiters,
     FieldError,
@@ -75,6 +75,16 @@ def origin_target(request: web.Request) -> str:
     request line (`GET http://host/v1/...`) contributes its path and query only: its host is
     never where a request goes."""
     return request.rel_url.raw_path_qs
+
+
+# Methods no API has: TRACE would have upstream echo the request, credential included.
+_NOT_FORWARDED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
+
+
+def _refuse_method(request: web.Request) -> None:
+    """A method that is not for an API is a 405, even on a pass-through path."""
+    if request.method in _NOT_FORWARDED_METHODS:
+        raise ProxyError(405, f"Method {request.method} is not allowed.")
 
 
 def _refuse_undecodable_headers(request: web.Request) -> None:
@@ -187,11 +197,13 @@ def route_middleware(
     """Attach `CALL`, `BODY`, `FIELDS` and `FILES` to every `/v1` request, or refuse it.
 
     Refusals are 400 (a header value not UTF-8, a body the HTTP parser gave up on half-way),
-    404 and 413. With `hold_forms`, documented forms are read before the
-    next room runs (see `parse`); a held form's spool is dropped when the request ends.
+    404, 405 (TRACE and the like) and 413. With `hold_forms`, documented forms are read
+    before the next room runs (see `parse`); a held form's spool is dropped when the request
+    ends.
     """
 
     async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
+        _refuse_method(request)
         _refuse_escapes(request)
         _refuse_undecodable_headers(request)
         if (request.content_length or 0) > limit:
