@@ -237,19 +237,18 @@ async def test_malformed_http_is_an_openai_400_and_a_closed_connection(
     _stayed_home(upstream, evil)
 
 
-async def test_a_malformed_request_behind_a_good_one_gets_its_own_answer(
+async def test_a_malformed_request_on_a_kept_alive_connection_gets_its_own_answer(
     proxy: Proxy, upstream: Upstream
 ) -> None:
-    """Pipelined: the good request is answered, then the malformed one gets OpenAI's 400 and
-    the connection closes; nothing of the second reaches upstream."""
-    good = request("GET", "/v1/files")
-    bad = MALFORMED["transfer-encoding then content-length"]
+    """A good request is answered and the connection kept; a malformed one after it on the
+    same connection gets OpenAI's 400, then the connection closes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(proxy))
     try:
-        writer.write(good + bad)
+        writer.write(request("GET", "/v1/files"))
         first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), EXCHANGE_TIMEOUT)
         length = int(first.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         await asyncio.wait_for(reader.readexactly(length), EXCHANGE_TIMEOUT)
+        writer.write(MALFORMED["transfer-encoding then content-length"])
         second = await asyncio.wait_for(_read_answer(reader), EXCHANGE_TIMEOUT)
     finally:
         writer.close()
@@ -675,7 +674,7 @@ async def test_tollgate_serve_answers_malformed_http_in_openai_shape(served: int
     """The production server runs the same runner as the tests: a CL+TE conflict, too many
     headers (16, from TOLLGATE_HEADERS__MAX_COUNT) and a chunk broken half way all get
     OpenAI's answers from every worker."""
-    for _ in range(4):  # several connections: with two workers, both answer some
+    for _ in range(4):  # several connections, which the kernel spreads over the workers
         conflict = await exchange(served, [MALFORMED["content-length then transfer-encoding"]])
         assert conflict.status == 400
         assert "Content-Length and Transfer-Encoding" in conflict.error()["message"]
