@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -9,6 +10,7 @@ import orjson
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from proxy.body import BROKEN_BODY, MALFORMED_BODY, Body, SpooledBody, StreamedBody, spool
 from proxy.call import PASSTHROUGH_CALL, Call, build_call
@@ -189,6 +191,18 @@ async def parse(request: web.Request, match: Match | None, limit: int, *, hold: 
 def _untouched(request: web.Request, limit: int) -> Body:
     """A body relayed as it comes, or none at all when the request has none."""
     return StreamedBody(b"", request.content, limit) if request.body_exists else b""
+
+
+def expect_handler(limit: int) -> Callable[[web.Request], Awaitable[None]]:
+    """`Expect: 100-continue` with a declared length over `limit` is a 413 at once, so the
+    client sends no body; otherwise aiohttp's own handling (100 Continue, or 417)."""
+
+    async def expect(request: web.Request) -> None:
+        if (request.content_length or 0) > limit:
+            raise PayloadTooLarge(limit)
+        await _default_expect_handler(request)
+
+    return expect
 
 
 def route_middleware(

@@ -75,6 +75,8 @@ def parser_refusal(exc: BaseException | None, limits: HeaderLimits) -> ProxyErro
 
 def _failure(status: int, exc: BaseException | None, limits: HeaderLimits) -> ProxyError:
     """OpenAI's error for whatever reached aiohttp's last-resort handler."""
+    if isinstance(exc, ProxyError):  # a refusal from outside the middlewares (`Expect`)
+        return exc
     if isinstance(exc, HttpProcessingError) or status == 400:
         return parser_refusal(exc, limits)
     if status == 504:
@@ -103,7 +105,7 @@ class OpenAIProtocol(web.RequestHandler):
         Parser refusals are the client's doing, logged at debug level without their bytes;
         anything else keeps aiohttp's error log.
         """
-        if isinstance(exc, HttpProcessingError):
+        if isinstance(exc, HttpProcessingError | ProxyError):
             self.logger.debug("Refused a malformed request: %s", type(exc).__name__)
         else:
             self.log_exception("Error handling request", exc_info=exc)
@@ -112,6 +114,16 @@ class OpenAIProtocol(web.RequestHandler):
         response = render(_failure(status, exc, self.limits), new_request_id())
         response.force_close()
         return response
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """Send `resp`; an aiohttp refusal raised outside the middlewares (an unknown
+        `Expect`, say) is put in OpenAI's shape first."""
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            kind = "server_error" if resp.status >= 500 else "invalid_request_error"
+            resp = render(ProxyError(resp.status, resp.reason, type=kind), new_request_id())
+        return await super().finish_response(request, resp, start_time)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; a body it refuses half-way fails the request reading it.

@@ -60,7 +60,7 @@ class Answer:
         return error
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> Answer:
+async def _read_answer(reader: asyncio.StreamReader, *, wait_close: bool = True) -> Answer:
     head = await reader.readuntil(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {
@@ -68,7 +68,7 @@ async def _read_answer(reader: asyncio.StreamReader) -> Answer:
         for name, _, value in (line.partition(":") for line in lines if line)
     }
     body = await reader.readexactly(int(headers.get("content-length", "0")))
-    closed = await reader.read(1) == b""
+    closed = await reader.read(1) == b"" if wait_close else False
     return Answer(int(status_line.split()[1]), headers, body, closed)
 
 
@@ -79,11 +79,14 @@ def _port(proxy: Proxy | int) -> int:
     return proxy.server.port
 
 
-async def exchange(proxy: Proxy | int, pieces: Sequence[bytes], *, pause: float = 0.0) -> Answer:
-    """Write `pieces` (with `pause` between them) and read the answer.
+async def exchange(
+    proxy: Proxy | int, pieces: Sequence[bytes], *, pause: float = 0.0, wait_close: bool = True
+) -> Answer:
+    """Write `pieces` (with `pause` between them) and read the answer, then (`wait_close`)
+    whether the server closes the connection.
 
-    For keep-alive answers the read of one more byte would wait: callers that expect the
-    server to keep the connection send `Connection: close`.
+    For keep-alive answers that wait would last: callers that expect the server to keep the
+    connection send `Connection: close`.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(proxy))
     try:
@@ -92,7 +95,8 @@ async def exchange(proxy: Proxy | int, pieces: Sequence[bytes], *, pause: float 
                 await asyncio.sleep(pause)
             writer.write(piece)
             await writer.drain()
-        return await asyncio.wait_for(_read_answer(reader), EXCHANGE_TIMEOUT)
+        answer = _read_answer(reader, wait_close=wait_close)
+        return await asyncio.wait_for(answer, EXCHANGE_TIMEOUT)
     finally:
         writer.close()
 
@@ -356,15 +360,23 @@ BROKEN_HALF_WAY = {
     ("path", "content_type", "first"), BROKEN_HALF_WAY.values(), ids=BROKEN_HALF_WAY.keys()
 )
 async def test_a_chunk_broken_half_way_is_a_400_not_a_hang(
-    proxy: Proxy, upstream: Upstream, path: str, content_type: bytes, first: bytes
+    proxy: Proxy,
+    upstream: Upstream,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    content_type: bytes,
+    first: bytes,
 ) -> None:
     """A good chunk, a pause (the request is being handled), then a chunk size that is not
-    hex: the request reading that body gets OpenAI's 400 at once, and the connection ends."""
+    hex: the request reading that body gets OpenAI's 400 at once, and the connection ends
+    quietly (the client's fault is no server error)."""
     head = _chunked_head(path, content_type)
     answer = await exchange(proxy, [head + first, b"zz\r\nmore\r\n"], pause=0.2)
     assert answer.status == 400, answer
     assert "chunked" in answer.error()["message"]
     assert answer.closed
+    assert "unhandled_error" not in proxy.log_text()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert all(seen.path.startswith("/v1/") for seen in upstream.state.received)
     assert not any(b"more" in seen.body for seen in upstream.state.received)
 
@@ -418,6 +430,31 @@ async def test_bodies_over_the_limit_are_a_413_declared_or_chunked(
     assert answer.status == 413
     assert answer.error()["code"] == "request_too_large"
     assert all(len(seen.body) <= 4096 for seen in upstream.state.received)
+
+
+async def test_expect_continue_over_the_limit_is_a_413_before_any_body(
+    make_proxy: MakeProxy, upstream: Upstream
+) -> None:
+    """A client waiting for `100 Continue` with a declared length over the limit gets the 413
+    straight away, and no `100 Continue` that would invite the body."""
+    proxy = await make_proxy(max_request_bytes=4096)
+    head = b"Expect: 100-continue\r\nContent-Length: 1000000000\r\n"
+    # Not waiting for the close: aiohttp lingers a while for a body that may still come.
+    answer = await exchange(proxy, [request("POST", "/v1/files", head)], wait_close=False)
+    assert answer.status == 413
+    assert answer.error()["code"] == "request_too_large"
+    assert answer.headers["connection"] == "close"
+    assert upstream.state.received == []
+
+
+@pytest.mark.parametrize("path", ["/v1/moderations", "/healthz", "/admin"])
+async def test_an_unknown_expectation_is_an_openai_417(proxy: Proxy, path: str) -> None:
+    """aiohttp refuses an `Expect` other than 100-continue before any middleware runs, on
+    any path; the answer is still OpenAI's."""
+    raw = request("POST", path, b"Expect: a-pony\r\nContent-Length: 2\r\nConnection: close\r\n")
+    answer = await exchange(proxy, [raw + b"{}"])
+    assert answer.status == 417
+    assert answer.error()["message"] == "Expectation Failed"
 
 
 def _form(*parts: bytes) -> bytes:
