@@ -21,6 +21,7 @@ from proxy.limits import key_rules
 from proxy.lockout import Lockout
 from proxy.moderation import Moderator
 from proxy.policy import Policy
+from proxy.server import TollgateRunner
 from proxy.store import StoreUnavailable
 from proxy.tenancy import Tenancy
 
@@ -192,7 +193,7 @@ def own_listener(admin: web.Application, host: str, port: int, *, shared: bool) 
     server's worker processes all bind it, as they do the metrics port)."""
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        runner = web.AppRunner(admin, access_log=None)
+        runner = TollgateRunner(admin, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port, reuse_port=shared or None).start()
         yield

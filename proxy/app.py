@@ -43,7 +43,7 @@ from proxy.permit import permit_middleware
 from proxy.policy import Policy, load_policy
 from proxy.quota import QUOTA_STATS, Quota
 from proxy.quota_headers import add_rate_limit_headers
-from proxy.route import BODY, CALL, route_middleware
+from proxy.route import BODY, CALL, expect_handler, route_middleware
 from proxy.schemas import SCHEMAS
 from proxy.settings import Settings
 from proxy.store import Store, open_store
@@ -223,5 +223,6 @@ def create_app(
     app[QUOTA_STATS] = quota.stats
     app.on_response_prepare.append(add_rate_limit_headers)
     v1 = _v1_handler(settings, authenticator, lockout, tenancy, moderator, cache, upstream, quota)
-    app.router.add_route("*", "/v1/{tail:.*}", v1)
+    expect = expect_handler(settings.max_request_bytes)
+    app.router.add_route("*", "/v1/{tail:.*}", v1, expect_handler=expect)
     return app

@@ -12,9 +12,16 @@ from collections.abc import AsyncIterator, Iterator
 from tempfile import SpooledTemporaryFile
 
 from aiohttp import StreamReader
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
-from proxy.errors import PayloadTooLarge
+from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError
 from proxy.multipart import Delimiters
+
+# What reading a client's body raises when the HTTP parser gives up on it half-way (a bad
+# chunk): aiohttp's C parser raises its own refusal, the pure-Python one wraps it.
+MALFORMED_BODY = (HttpProcessingError, RequestPayloadError)
+BROKEN_BODY = "The request body is malformed: its chunked encoding could not be read."
 
 
 class StreamedBody:
@@ -22,7 +29,8 @@ class StreamedBody:
 
     Nothing is held beyond one chunk. Counting on the way enforces the size limit on bodies
     whose length was not declared (chunked uploads): past `limit`, the stream stops with
-    `PayloadTooLarge` and `overflowed` tells the upstream room why the send failed.
+    `PayloadTooLarge`. A body the HTTP parser gives up on stops it with `InvalidRequest`.
+    Either way `refused` keeps the error, telling the upstream room why the send failed.
     """
 
     def __init__(self, prefix: bytes, content: StreamReader, limit: int) -> None:
@@ -30,7 +38,7 @@ class StreamedBody:
         self._content = content
         self.limit = limit
         self.received = 0
-        self.overflowed = False
+        self.refused: ProxyError | None = None
         self.added = 0  # bytes Tollgate put in on the way (a form field), beyond the client's
 
     def insert_before(self, marker: bytes, data: bytes) -> bool:
@@ -48,16 +56,23 @@ class StreamedBody:
         if self._prefix:
             yield self._count(self._prefix)
         while True:
-            chunk = await self._content.readany()
+            chunk = await self._next()
             if not chunk:
                 return
             yield self._count(chunk)
 
+    async def _next(self) -> bytes:
+        try:
+            return await self._content.readany()
+        except MALFORMED_BODY:
+            self.refused = InvalidRequest(BROKEN_BODY)
+            raise self.refused from None
+
     def _count(self, chunk: bytes) -> bytes:
         self.received += len(chunk)
         if self.received > self.limit:
-            self.overflowed = True
-            raise PayloadTooLarge(self.limit)
+            self.refused = PayloadTooLarge(self.limit)
+            raise self.refused
         return chunk
 
 

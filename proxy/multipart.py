@@ -7,6 +7,7 @@ split into parts from those offsets (`split_form`), reading only part headers an
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import re
 from collections.abc import Callable
@@ -72,26 +73,49 @@ def _disposition(head: bytes) -> tuple[str, str | None, bool] | None:
     filename = _FILENAME_VALUE.search(disposition.group(1))
     is_file = _FILENAME.search(disposition.group(1)) is not None
     text = filename.group(1).decode("utf-8", errors="replace") if filename else None
-    return name.group(1).decode("utf-8", errors="replace"), text, is_file
+    return _text(name.group(1), name.group(1)), text, is_file
 
 
-def _part(piece: bytes) -> tuple[str, bool, str] | None:
-    """(name, is_file, value) of one complete part, or None when its headers are malformed."""
+def _part(piece: bytes) -> tuple[str, bool, bytes] | None:
+    """(name, is_file, raw value) of a part, or None when its headers are malformed."""
     head, sep, value = piece.partition(b"\r\n\r\n")
     found = _disposition(head)
     if not sep or found is None:
         return None
     name, _filename, is_file = found
-    text = value.removesuffix(b"\r\n").decode("utf-8", errors="replace")
-    return name, is_file, text
+    return name, is_file, value.removesuffix(b"\r\n")
 
 
-class RepeatedField(ValueError):
+class FieldError(ValueError):
+    """A text field upstream might read otherwise than Tollgate does."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.message = message
+
+
+class RepeatedField(FieldError):
     """A text field appears twice: which one upstream would use cannot be known."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
+        super().__init__(name, f"'{name}' was given more than once.")
+
+
+class UndecodableField(FieldError):
+    """A field name or text value is not UTF-8: checked as one text, it could reach upstream
+    as another."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, f"The form field '{name}' is not valid UTF-8.")
+
+
+def _text(name: bytes, raw: bytes, *, cut: bool = False) -> str:
+    """`raw` as UTF-8, or `UndecodableField`; a value `cut` short may end mid-character."""
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
+    except UnicodeDecodeError:
+        raise UndecodableField(name.decode("utf-8", errors="replace")) from None
 
 
 def _add_field(fields: dict[str, str], name: str, value: str) -> None:
@@ -113,7 +137,7 @@ def _scan(buffer: bytes, boundary: bytes) -> tuple[dict[str, str], bool, str | N
         name, is_file, value = part
         if is_file:
             return fields, True, name
-        _add_field(fields, name, value)
+        _add_field(fields, name, _text(name.encode(), value))
     last = pieces[-1] if len(pieces) > 1 else b""
     if last.startswith(b"--"):
         return fields, True, None
@@ -189,5 +213,5 @@ def split_form(read: Read, delimiters: Delimiters) -> Form:
             files.append(FormFile(name, filename, (value_at, end - value_at)))
         else:
             value = read(value_at, min(end - value_at, TEXT_LIMIT))
-            _add_field(fields, name, value.decode("utf-8", errors="replace"))
+            _add_field(fields, name, _text(name.encode(), value, cut=end - value_at > TEXT_LIMIT))
     return Form(fields, tuple(files))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -9,16 +10,17 @@ import orjson
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_urldispatcher import _default_expect_handler
 
-from proxy.body import Body, SpooledBody, StreamedBody, spool
+from proxy.body import BROKEN_BODY, MALFORMED_BODY, Body, SpooledBody, StreamedBody, spool
 from proxy.call import PASSTHROUGH_CALL, Call, build_call
 from proxy.context import FACTS
 from proxy.endpoints import BodyKind, EndpointTable, Match
-from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge
+from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge, ProxyError
 from proxy.multipart import (
     Delimiters,
+    FieldError,
     FormFile,
-    RepeatedField,
     boundary_of,
     read_form_head,
     split_form,
@@ -38,14 +40,64 @@ _BAD_JSON = (
 )
 
 
-def _refuse_dot_segments(request: web.Request) -> None:
-    """A path that climbs out of `/v1` (`..`, `.`, or an encoded slash) reaches nothing."""
-    path = request.raw_path.partition("?")[0]
-    if "." not in path and "%" not in path:
+_DECODINGS = 3  # percent-decodings a path is checked through (`%252F` takes two)
+
+
+def _climbs(path: str) -> bool:
+    """Whether `path` has a dot segment, a backslash, an encoded slash or a control character."""
+    lowered = path.lower()
+    return (
+        "\\" in path
+        or "%2f" in lowered
+        or "%5c" in lowered
+        or any(segment in (".", "..") for segment in path.split("/"))
+        or any(ord(char) < 0x20 or ord(char) == 0x7F for char in path)
+    )
+
+
+def _refuse_escapes(request: web.Request) -> None:
+    """A path that could leave `/v1` at some hop reaches nothing: dot segments, backslashes,
+    slashes hidden in percent-encoding (`%2F`, or double-encoded `%252F` for a hop that
+    decodes twice), control characters (`%0D%0A`); checked through each decoding."""
+    path = request.rel_url.raw_path
+    if "." not in path and "%" not in path and "\\" not in path:
         return
-    segments = unquote(path).split("/")
-    if any(s in (".", "..") for s in segments) or "%2f" in path.lower():
-        raise NotFound(request.method, request.path)
+    for _ in range(_DECODINGS):
+        if _climbs(path):
+            raise NotFound(request.method, request.path)
+        decoded = unquote(path)
+        if decoded == path:
+            return
+        path = decoded
+    raise NotFound(request.method, request.path)  # still encoded after that many: no API path
+
+
+def origin_target(request: web.Request) -> str:
+    """The path and query to send upstream, as the client encoded them. An absolute-form
+    request line (`GET http://host/v1/...`) contributes its path and query only: its host is
+    never where a request goes."""
+    return request.rel_url.raw_path_qs
+
+
+# Methods no API has: TRACE would have upstream echo the request, credential included.
+_NOT_FORWARDED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
+
+
+def _refuse_method(request: web.Request) -> None:
+    """A method that is not for an API is a 405, even on a pass-through path."""
+    if request.method in _NOT_FORWARDED_METHODS:
+        raise ProxyError(405, f"Method {request.method} is not allowed.")
+
+
+def _refuse_undecodable_headers(request: web.Request) -> None:
+    """A header value that is not UTF-8 is a 400, not forwarded mangled."""
+    for name, value in request.headers.items():
+        if value.isascii():
+            continue
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"The {name} header is not valid UTF-8.") from None
 
 
 async def _json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
@@ -102,7 +154,7 @@ async def _hold_form(request: web.Request, match: Match, limit: int) -> Parsed:
     body = await spool(StreamedBody(b"", request.content, limit), delimiters)
     try:
         form = split_form(body.read, delimiters)
-    except RepeatedField:
+    except FieldError:
         body.close()
         raise
     call = build_call(match.endpoint, match.params, form.fields)
@@ -141,17 +193,33 @@ def _untouched(request: web.Request, limit: int) -> Body:
     return StreamedBody(b"", request.content, limit) if request.body_exists else b""
 
 
+def expect_handler(limit: int) -> Callable[[web.Request], Awaitable[None]]:
+    """`Expect: 100-continue` with a declared length over `limit` is a 413 at once, so the
+    client sends no body; otherwise aiohttp's own handling (100 Continue, or 417)."""
+
+    async def expect(request: web.Request) -> None:
+        if (request.content_length or 0) > limit:
+            raise PayloadTooLarge(limit)
+        await _default_expect_handler(request)
+
+    return expect
+
+
 def route_middleware(
     table: EndpointTable, *, passthrough: bool, limit: int, hold_forms: bool = False
 ) -> Middleware:
     """Attach `CALL`, `BODY`, `FIELDS` and `FILES` to every `/v1` request, or refuse it.
 
-    Refusals are 400, 404 and 413. With `hold_forms`, documented forms are read before the
-    next room runs (see `parse`); a held form's spool is dropped when the request ends.
+    Refusals are 400 (a header value not UTF-8, a body the HTTP parser gave up on half-way),
+    404, 405 (TRACE and the like) and 413. With `hold_forms`, documented forms are read
+    before the next room runs (see `parse`); a held form's spool is dropped when the request
+    ends.
     """
 
     async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
-        _refuse_dot_segments(request)
+        _refuse_method(request)
+        _refuse_escapes(request)
+        _refuse_undecodable_headers(request)
         if (request.content_length or 0) > limit:
             raise PayloadTooLarge(limit)
         match = table.match(request.method, request.path)
@@ -159,10 +227,10 @@ def route_middleware(
             raise NotFound(request.method, request.path)
         try:
             call, body, fields, files = await parse(request, match, limit, hold=hold_forms)
-        except RepeatedField as repeated:
-            raise InvalidRequest(
-                f"'{repeated.name}' was given more than once.", param=repeated.name
-            ) from None
+        except FieldError as bad:
+            raise InvalidRequest(bad.message, param=bad.name) from None
+        except MALFORMED_BODY:
+            raise InvalidRequest(BROKEN_BODY) from None
         facts = request[FACTS]
         facts.operation, facts.model = call.operation, call.model
         request[CALL], request[BODY], request[FIELDS], request[FILES] = call, body, fields, files

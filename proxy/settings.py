@@ -149,6 +149,19 @@ class MetricsSettings(Section):
     top_users: int = Field(default=0, ge=0, le=1000)  # per-user labels: 0 is off
 
 
+class HeaderLimits(BaseModel):
+    """How large a request's head may be before the HTTP parser refuses it with 431.
+
+    `max_line_bytes` bounds the request line and each header (name and value together);
+    `max_count` bounds the number of headers. The defaults are aiohttp's, well above what the
+    OpenAI SDKs send (about a dozen short headers); raise them only for a gateway in front
+    that adds large headers of its own.
+    """
+
+    max_line_bytes: int = Field(default=8190, ge=1024, le=65536)
+    max_count: int = Field(default=128, ge=16, le=1024)
+
+
 class Settings(BaseSettings):
     """Everything a Tollgate process needs to start."""
 
@@ -164,6 +177,7 @@ class Settings(BaseSettings):
     config_file: Path | None = None
     passthrough: bool = True
     max_request_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    headers: HeaderLimits = HeaderLimits()
     shutdown_grace: float = Field(default=30.0, ge=0)
     store: Literal["memory", "redis"] = "memory"
     upstream: UpstreamSettings = UpstreamSettings()

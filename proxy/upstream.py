@@ -22,8 +22,9 @@ from yarl import URL
 
 from proxy.body import Body, SpooledBody, StreamedBody
 from proxy.context import Facts
-from proxy.errors import PayloadTooLarge, UpstreamUnavailable
+from proxy.errors import UpstreamUnavailable
 from proxy.headers import to_client, to_upstream
+from proxy.route import origin_target
 from proxy.settings import UpstreamSettings
 from proxy.tenancy import Credential
 
@@ -121,7 +122,7 @@ class Upstream:
         self, request: web.Request, body: Body, facts: Facts, credential: Credential
     ) -> web.StreamResponse:
         """Relay `request` with `body` upstream on `credential`; answer with what comes back."""
-        url = URL(credential.origin + request.raw_path, encoded=True)
+        url = URL(credential.origin + origin_target(request), encoded=True)
         headers = to_upstream(request.headers, credential.headers, _streamed_length(request, body))
         data = _sendable(body) if isinstance(body, bytes) else body.chunks()
         sent = time.perf_counter()
@@ -135,8 +136,8 @@ class Upstream:
             facts.upstream_error = "timeout"
             raise UpstreamUnavailable(504, "The upstream API did not answer in time.") from None
         except aiohttp.ClientError as exc:
-            if isinstance(body, StreamedBody) and body.overflowed:
-                raise PayloadTooLarge(body.limit) from None
+            if isinstance(body, StreamedBody) and body.refused is not None:
+                raise body.refused from None
             facts.upstream_error = _failure_kind(exc)
             raise UpstreamUnavailable(502, "The upstream API could not be reached.") from None
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client.multiprocess import mark_process_dead
 
 from proxy.metrics import share_across_processes
+from proxy.server import serve
 from proxy.settings import Settings
 
 AppFactory = Callable[[Settings], web.Application]
@@ -74,17 +75,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 def serve_one(settings: Settings, factory: AppFactory, *, reuse_port: bool = False) -> None:
     """Run one Tollgate in this process until SIGTERM or SIGINT, then stop gracefully."""
-    web.run_app(
-        factory(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        handler_cancellation=True,
-        reuse_port=reuse_port or None,
-        shutdown_timeout=settings.shutdown_grace,
-        loop=_event_loop(),
-    )
+    serve(factory(settings), settings, _event_loop(), reuse_port=reuse_port)
 
 
 def _die_with(master: int) -> None:

@@ -17,6 +17,7 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 from prometheus_client import generate_latest
 from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
@@ -27,6 +28,7 @@ from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, Recorded, create_fa
 from proxy.keys import Clock, hash_key
 from proxy.metrics import EXPOSITION
 from proxy.policy import Policy, StaticKey, Team, User
+from proxy.server import TollgateRunner
 from proxy.settings import CredentialSettings, RedisSettings, Settings, UpstreamSettings
 from tests.exposure import Exposure
 from tests.redis_cluster import RedisClusterServers, start_cluster
@@ -157,6 +159,33 @@ def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
     return Settings(upstream=upstream, **(defaults | overrides))
 
 
+class TollgateTestServer(TestServer):
+    """A test server that runs a Tollgate app as `tollgate serve` does: on `TollgateRunner`,
+    so requests aiohttp's parser refuses get the same answers as in production."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return TollgateRunner(self.app, **kwargs)
+
+
+ServeTollgate = Callable[[web.Application], Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def tollgate_server() -> AsyncIterator[ServeTollgate]:
+    """Start Tollgate apps on loopback like `aiohttp_server`; close them after the test."""
+    servers: list[TollgateTestServer] = []
+
+    async def start(app: web.Application) -> TestServer:
+        server = TollgateTestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    while servers:
+        await servers.pop().close()
+
+
 MakeProxy = Callable[..., Awaitable[Proxy]]
 
 
@@ -170,7 +199,7 @@ def _hand_over(exposure: Exposure, proxy: Proxy, settings: Settings, name: str) 
 
 @pytest.fixture
 async def make_proxy(
-    aiohttp_server: AiohttpServer, upstream: Upstream, exposure: Exposure
+    tollgate_server: ServeTollgate, upstream: Upstream, exposure: Exposure
 ) -> AsyncIterator[MakeProxy]:
     """Start a Tollgate in front of the fake upstream, with settings (and policy) as asked.
 
@@ -193,7 +222,7 @@ async def make_proxy(
         exposure.watch(app, f"proxy #{len(made)}")
         if ADMIN_APP in app:
             exposure.watch(app[ADMIN_APP], f"admin listener of proxy #{len(made)}")
-        proxy = Proxy(await aiohttp_server(app), logs)
+        proxy = Proxy(await tollgate_server(app), logs)
         made.append((proxy, settings))
         return proxy
 

@@ -30,14 +30,18 @@ from schemathesis import GenerationMode
 from schemathesis.openapi import from_dict
 
 from proxy.app import create_app
-from proxy.endpoints import ENDPOINTS
+from proxy.endpoints import ENDPOINTS, BodyKind
 from proxy.fake_upstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
+from proxy.server import TollgateRunner
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, policy_for_tests, proxy_settings
 from tests.exposure import Exposure
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
 OPERATIONS = [(e.method, e.pattern.removeprefix("/v1")) for e in ENDPOINTS]
 EXAMPLES = 10  # an operation and a generation mode
+FORMS = {
+    e.pattern.removeprefix("/v1") for e in ENDPOINTS if e.body in (BodyKind.FORM, BodyKind.PART)
+}
 CALL_TIMEOUT = 10.0
 
 
@@ -50,8 +54,10 @@ class Served:
     logs: io.BytesIO
 
 
-async def _start(site_app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(site_app)
+async def _start(
+    site_app: web.Application, runner_class: type[web.AppRunner] = web.AppRunner
+) -> tuple[web.AppRunner, int]:
+    runner = runner_class(site_app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -71,7 +77,7 @@ async def _serve(
     app = create_app(settings_, policy=policy_for_tests(), log_stream=logs)
     exposure.learn_settings(settings_)
     exposure.watch(app, "the fuzzed proxy")
-    runner, port = await _start(app)
+    runner, port = await _start(app, TollgateRunner)
     out.append(Served(f"http://127.0.0.1:{port}/v1", fake[FAKE_UPSTREAM], logs))
     ready.set()
     await stop.wait()
@@ -137,7 +143,8 @@ def _check(case: FuzzCase, served: Served) -> None:
 def test_fuzzed_requests_get_openai_shaped_answers(
     spec: schemathesis.BaseSchema, served: Served, method: str, path: str
 ) -> None:
-    """Valid and invalid requests alike: no 5xx from Tollgate, every 4xx in OpenAI's shape."""
+    """Valid and invalid requests alike: no 5xx from Tollgate, every 4xx in OpenAI's shape;
+    both generation modes reach every operation, and the form operations get forms."""
     operation = spec[path][method]
     cases = st.one_of(
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
@@ -153,6 +160,12 @@ def test_fuzzed_requests_get_openai_shaped_answers(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: FuzzCase) -> None:
+        assert case.meta is not None
+        seen.add((case.meta.generation.mode, case.media_type))
         _check(case, served)
 
+    seen: set[tuple[GenerationMode, str | None]] = set()
     run()
+    assert {mode for mode, _ in seen} == {GenerationMode.POSITIVE, GenerationMode.NEGATIVE}
+    if path in FORMS:  # the form operations are fuzzed as forms, not only as JSON
+        assert "multipart/form-data" in {media for _, media in seen}
