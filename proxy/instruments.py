@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from proxy.tally import tally_for
+
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0
 )  # fmt: skip
@@ -240,6 +242,7 @@ class RequestMeter:
     """The request's own metrics: traffic, latency, bytes, images, upstream errors, users."""
 
     def __init__(self, registry: CollectorRegistry, top_users: int) -> None:
+        self.tally = tally_for(registry)  # first: folded before the metrics below are read
         self.requests = Counter(
             "tollgate_requests",
             "Requests to /v1 by operation, status class and team (`none` before they are known).",
