@@ -31,7 +31,7 @@ from proxy.health import STORE, UPSTREAM, add_health_routes
 from proxy.instruments import Instruments
 from proxy.keys import Clock, KeyService
 from proxy.limiter import open_limiter
-from proxy.log import CanonicalLine, build_logger
+from proxy.log import build_logger, canonical_line
 from proxy.metrics import EXPOSITION, RequestMetrics, exposition_registry, serve_metrics
 from proxy.moderation import Moderator, moderation_middleware
 from proxy.outcome import Observer, lifecycle_middleware
@@ -146,13 +146,12 @@ def create_app(
     """The whole Tollgate application for `settings`."""
     stream = log_stream or sys.stdout.buffer
     log = build_logger(settings.log, stream)
-    requests_log = build_logger(settings.log, stream, exceptions=False)
     policy = policy or load_policy(settings.config_file)
     tenancy = Tenancy(policy, settings)
     store = open_store(settings)
     upstream = Upstream(settings.upstream)
     instruments = Instruments(CollectorRegistry(), policy.teams, settings.metrics.top_users)
-    observers: list[Observer] = [CanonicalLine(requests_log)]
+    observers: list[Observer] = [canonical_line(settings.log, stream)]
     if settings.metrics.enabled:
         observers.append(RequestMetrics(instruments.requests))
     app = web.Application(
