@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from proxy.auth import Principal
-from proxy.call import Call
+from proxy.call import IMAGE_OPERATIONS, Call
 from proxy.errors import ProxyError
 from proxy.limiter import Charge, Counter
 from proxy.limits import Kind, LimitsPolicy, Rule, key_rules
@@ -55,14 +55,25 @@ def user_of(key_id: str, user: str) -> str:
 class Allowances:
     """The limits of the policy resolved into counters, remembered per key and operation."""
 
-    def price(self, call: Call, fields: Mapping[str, object]) -> int:
-        """The request's estimated price in micro-dollars (0 for free operations)."""
-        return self._prices.cost(call, images_asked(call, fields))
-
     def __init__(self, limits: LimitsPolicy, prices: PriceTable) -> None:
         self._limits = limits
         self._prices = prices
         self._cache: dict[tuple[object, ...], Groups] = {}
+        self._priced: dict[str, bool] = {}
+
+    def price(self, call: Call, fields: Mapping[str, object]) -> int:
+        """The request's estimated price in micro-dollars (0 for free operations)."""
+        return self._prices.cost(call, images_asked(call, fields))
+
+    def priced(self, operation: str) -> bool:
+        """Whether a request for `operation` can cost anything (image operations, and those
+        the price table names); the answer for each operation is worked out once."""
+        priced = self._priced.get(operation)
+        if priced is None:
+            priced = self._priced[operation] = operation in IMAGE_OPERATIONS or bool(
+                self._prices.cost(Call(operation, documented=False), 0)
+            )
+        return priced
 
     def key_counters(self, key_id: str, user: str, extra: Mapping[str, str]) -> tuple[Counter, ...]:
         """A key's own counters: the policy's rules for its id, then its record's."""

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.allowance import Allowances
+from proxy.allowance import Allowances, Groups
 from proxy.auth import PRINCIPAL
 from proxy.breaker import BreakerOpen
+from proxy.call import Call
 from proxy.context import FACTS, Facts
 from proxy.instruments import QuotaMetrics
 from proxy.keys import Clock
@@ -117,20 +118,24 @@ class Quota:
 
     async def stage(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Limit the request, then count its estimated spend if its answer was billable."""
-        response = await self._limited(request, handler)
-        if 200 <= response.status < 300:
+        call = request[CALL]
+        principal = request[PRINCIPAL]
+        groups = self._allowances.groups(principal, call.operation)
+        if groups:
+            response = await self._limited(request, handler, call, groups)
+        else:
+            response = await handler(request)
+        if 200 <= response.status < 300 and self._allowances.priced(call.operation):
             fields = request[FIELDS]
-            micros = self._allowances.price(request[CALL], fields)
+            micros = self._allowances.price(call, fields)
             if micros:
-                self._metrics.spent(request[PRINCIPAL].team, micros)
+                self._metrics.spent(principal.team, micros)
         return response
 
-    async def _limited(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _limited(
+        self, request: web.Request, handler: Handler, call: Call, groups: Groups
+    ) -> web.StreamResponse:
         """Charge, refuse or admit; after the answer, settle (refund, free slots)."""
-        call = request[CALL]
-        groups = self._allowances.groups(request[PRINCIPAL], call.operation)
-        if not groups:
-            return await handler(request)
         fields: dict[str, object] = request[FIELDS]
         charges = self._allowances.costs(groups, call, fields)
         if not charges:
