@@ -127,7 +127,7 @@ class ResponseCache:
 
 def cache_key(scope: str, call: Call, request: web.Request, fields: Mapping[str, object]) -> str:
     """The scope as a hash tag, the operation, and a digest of the canonical request."""
-    query = sorted(request.rel_url.query.items())
+    query = sorted(request.rel_url.query.items()) if "?" in request.raw_path else []
     canonical = orjson.dumps(
         [request.method, request.path, query, fields], option=orjson.OPT_SORT_KEYS
     )

@@ -80,6 +80,7 @@ class CacheStats:
     """The cache room's counters: cacheable requests by result, and store failures."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._tally = tally_for(registry)  # first: folded before the counters below are read
         requests = Counter(
             "tollgate_cache_requests",
             "Cacheable requests by how the cache answered: hit, coalesced (shared another "
@@ -98,19 +99,23 @@ class CacheStats:
 
     def hit(self) -> None:
         """An answer served from the store."""
-        self._hit.inc()
+        self._tally.inc(self._hit)
+        self._tally.done()
 
     def coalesced(self) -> None:
         """An answer shared from an identical request's fetch."""
-        self._coalesced.inc()
+        self._tally.inc(self._coalesced)
+        self._tally.done()
 
     def miss(self) -> None:
         """An answer fetched upstream for the cache."""
-        self._miss.inc()
+        self._tally.inc(self._miss)
+        self._tally.done()
 
     def bypass(self) -> None:
         """A request the client kept out of the cache."""
-        self._bypass.inc()
+        self._tally.inc(self._bypass)
+        self._tally.done()
 
     def store_error(self) -> None:
         """A store call that failed and was stepped around."""
