@@ -79,7 +79,9 @@ TIMESTAMP = re.compile(rb'"timestamp":"[0-9T:.Z-]+"')
 def test_the_json_line_is_the_one_structlog_would_write() -> None:
     """The short JSON path writes, byte for byte, what the structlog logger writes for the
     same request (the time stamp aside), nested facts and a made-up request id included."""
-    facts = Facts(key_id="key_alice", user="alice", team="red", operation="images.generate")
+    facts = Facts()
+    facts.key_id, facts.user, facts.team = "key_alice", "alice", "red"
+    facts.operation = "images.generate"
     facts.model, facts.upstream_status, facts.upstream_seconds = "dall-e-3", 200, 0.0123456
     facts.moderation = {"result": "clean", "categories": ["hate"], "score": 0.5}
     facts.quota, facts.quota_cost = "admitted", {"requests": 1, "spend_micros": 40000}
