@@ -49,9 +49,11 @@ CONTENT_HEADERS = frozenset(
 POLL_EVERY = 0.025
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """A stored answer: status, content headers and body, with when it was stored."""
+    """A stored answer: status, content headers and body, with when it was stored.
+    Read-only by convention: one is decoded per hit, and frozen, each of its five fields
+    would cost an `object.__setattr__`."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
