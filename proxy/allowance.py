@@ -15,11 +15,11 @@ request so meets at most two tags, user then team: the order the limiter charges
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 from proxy.auth import Principal
-from proxy.call import Call
+from proxy.call import IMAGE_OPERATIONS, Call
 from proxy.errors import ProxyError
 from proxy.limiter import Charge, Counter
 from proxy.limits import Kind, LimitsPolicy, Rule, key_rules
@@ -55,14 +55,26 @@ def user_of(key_id: str, user: str) -> str:
 class Allowances:
     """The limits of the policy resolved into counters, remembered per key and operation."""
 
-    def price(self, call: Call, fields: Mapping[str, object]) -> int:
-        """The request's estimated price in micro-dollars (0 for free operations)."""
-        return self._prices.cost(call, images_asked(call, fields))
-
     def __init__(self, limits: LimitsPolicy, prices: PriceTable) -> None:
         self._limits = limits
         self._prices = prices
         self._cache: dict[tuple[object, ...], Groups] = {}
+        self._priced: dict[str, bool] = {}
+        self._fixed: dict[int, tuple[Groups, list[Charge]]] = {}
+
+    def price(self, call: Call, fields: Mapping[str, object]) -> int:
+        """The request's estimated price in micro-dollars (0 for free operations)."""
+        return self._prices.cost(call, images_asked(call, fields))
+
+    def priced(self, operation: str) -> bool:
+        """Whether a request for `operation` can cost anything (image operations, and those
+        the price table names); the answer for each operation is worked out once."""
+        priced = self._priced.get(operation)
+        if priced is None:
+            priced = self._priced[operation] = operation in IMAGE_OPERATIONS or bool(
+                self._prices.cost(Call(operation, documented=False), 0)
+            )
+        return priced
 
     def key_counters(self, key_id: str, user: str, extra: Mapping[str, str]) -> tuple[Counter, ...]:
         """A key's own counters: the policy's rules for its id, then its record's."""
@@ -108,8 +120,23 @@ class Allowances:
         applying = (tuple(c for c in tag if c.rule.applies_to(operation)) for tag in tags)
         return tuple(tag for tag in applying if tag)
 
-    def costs(self, groups: Groups, call: Call, fields: Mapping[str, object]) -> list[Charge]:
-        """What `call` costs on each counter, tag by tag, leaving out what it costs nothing."""
+    def costs(self, groups: Groups, call: Call, fields: Mapping[str, object]) -> Sequence[Charge]:
+        """What `call` costs on each counter, tag by tag, leaving out what it costs nothing.
+
+        Only an image request's cost depends on what it asks for; any other operation's
+        is the same every time for the same `groups` (which are per operation), so it is
+        worked out once and kept with them. Keeping `groups` in the entry keeps its id.
+        """
+        if call.operation in IMAGE_OPERATIONS:
+            return self._costs(groups, call, fields)
+        fixed = self._fixed.get(id(groups))
+        if fixed is None or fixed[0] is not groups:
+            if len(self._fixed) >= CACHE_SIZE:
+                self._fixed.clear()
+            fixed = self._fixed[id(groups)] = (groups, self._costs(groups, call, fields))
+        return fixed[1]
+
+    def _costs(self, groups: Groups, call: Call, fields: Mapping[str, object]) -> list[Charge]:
         kinds = {counter.rule.limit.kind for tag in groups for counter in tag}
         images = images_asked(call, fields) if kinds & {Kind.IMAGES, Kind.SPEND} else 0
         spend = self._prices.cost(call, images) if Kind.SPEND in kinds else 0

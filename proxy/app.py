@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from functools import partial
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import BinaryIO
 
 from aiohttp import web
@@ -35,7 +34,7 @@ from proxy.instruments import Instruments
 from proxy.keys import Clock, KeyService
 from proxy.limiter import open_limiter
 from proxy.lockout import Lockout
-from proxy.log import CanonicalLine, build_logger
+from proxy.log import build_logger, canonical_line
 from proxy.metrics import EXPOSITION, RequestMetrics, exposition_registry, serve_metrics
 from proxy.moderation import Moderator, moderation_middleware
 from proxy.outcome import Observer, lifecycle_middleware
@@ -76,7 +75,7 @@ def _resources(store: Store, upstream: Upstream) -> CleanupContext:
 def _chain(stages: list[Middleware], handler: Handler) -> Handler:
     """Compose middleware-shaped stages around `handler` once, at start-up."""
     for stage in reversed(stages):
-        handler = partial(stage, handler=handler)
+        handler = _link(stage, handler)
     return handler
 
 
@@ -96,6 +95,27 @@ def _admin_app(
     return admin
 
 
+def _link(stage: Middleware, handler: Handler) -> Handler:
+    """`stage` with its next handler bound: a plain function handing back the stage's
+    coroutine, so awaiting it runs one frame. A `functools.partial` with a keyword (what
+    aiohttp does for app middlewares) is a C-level call and a kwargs dict per request and
+    stage, about three times the cost."""
+
+    def link(request: web.Request) -> Awaitable[web.StreamResponse]:
+        return stage(request, handler)
+
+    return link
+
+
+def _endpoint(handler: Handler) -> Handler:
+    """`handler` as a coroutine function, as aiohttp wants a route's handler to be."""
+
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    return endpoint
+
+
 def _v1_handler(
     settings: Settings,
     authenticator: Authenticator,
@@ -109,9 +129,9 @@ def _v1_handler(
     """Every `/v1` request, in order: who, what, is it well formed, may they, on whose behalf,
     how much, is it acceptable content, is it cached, then upstream."""
 
-    async def forward(request: web.Request) -> web.StreamResponse:
+    def forward(request: web.Request) -> Awaitable[web.StreamResponse]:
         credential = request[PRINCIPAL].credential
-        return await upstream.forward(request, request[BODY], request[FACTS], credential)
+        return upstream.forward(request, request[BODY], request[FACTS], credential)
 
     after_route: list[tuple[Middleware, Applies]] = [
         (
@@ -134,7 +154,7 @@ def _v1_handler(
             hold_forms=settings.validation != "off" or moderator.policy.enabled,
         ),
     ]
-    return _chain(pipeline, _per_operation(after_route, forward))
+    return _endpoint(_chain(pipeline, _per_operation(after_route, forward)))
 
 
 def _always(operation: str) -> bool:
@@ -151,8 +171,8 @@ def _per_operation(stages: list[tuple[Middleware, Applies]], handler: Handler) -
         for operation in operations
     }
 
-    async def dispatch(request: web.Request) -> web.StreamResponse:
-        return await chains[request[CALL].operation](request)
+    def dispatch(request: web.Request) -> Awaitable[web.StreamResponse]:
+        return chains[request[CALL].operation](request)
 
     return dispatch
 
@@ -167,13 +187,12 @@ def create_app(
     """The whole Tollgate application for `settings`."""
     stream = log_stream or sys.stdout.buffer
     log = build_logger(settings.log, stream)
-    requests_log = build_logger(settings.log, stream, exceptions=False)
     policy = policy or load_policy(settings.config_file)
     tenancy = Tenancy(policy, settings)
     store = open_store(settings)
     upstream = Upstream(settings.upstream)
     instruments = Instruments(CollectorRegistry(), policy.teams, settings.metrics.top_users)
-    observers: list[Observer] = [CanonicalLine(requests_log)]
+    observers: list[Observer] = [canonical_line(settings.log, stream)]
     if settings.metrics.enabled:
         observers.append(RequestMetrics(instruments.requests))
     middlewares = [lifecycle_middleware(observers), error_middleware(log)]

@@ -49,9 +49,11 @@ CONTENT_HEADERS = frozenset(
 POLL_EVERY = 0.025
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """A stored answer: status, content headers and body, with when it was stored."""
+    """A stored answer: status, content headers and body, with when it was stored.
+    Read-only by convention: one is decoded per hit, and frozen, each of its five fields
+    would cost an `object.__setattr__`."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -127,7 +129,7 @@ class ResponseCache:
 
 def cache_key(scope: str, call: Call, request: web.Request, fields: Mapping[str, object]) -> str:
     """The scope as a hash tag, the operation, and a digest of the canonical request."""
-    query = sorted(request.rel_url.query.items())
+    query = sorted(request.rel_url.query.items()) if "?" in request.raw_path else []
     canonical = orjson.dumps(
         [request.method, request.path, query, fields], option=orjson.OPT_SORT_KEYS
     )

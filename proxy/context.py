@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -16,9 +16,10 @@ def new_request_id() -> str:
     return "req_" + os.urandom(16).hex()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
-    """How a request ended, measured once for the log and the metrics rooms alike."""
+    """How a request ended, measured once for the log and the metrics rooms alike.
+    Read-only by convention: frozen, its four fields cost an `object.__setattr__` each."""
 
     status: int  # 499 when the client hung up
     bytes_in: int
@@ -26,11 +27,16 @@ class Outcome:
     seconds: float
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class Facts:
-    """What is known about one request; filled in by each room, written out by the log room."""
+    """What is known about one request; filled in by each room, written out by the log room.
 
-    started: float = field(default_factory=time.perf_counter)
+    Made for every request, so only `started` is set at first: every other fact reads its
+    class-level default until a room sets it (twenty assignments and a slotted dataclass's
+    generated __init__ cost about five times as much, for facts most requests never set).
+    """
+
+    started: float
     key_id: str | None = None
     user: str | None = None
     team: str | None = None
@@ -52,6 +58,9 @@ class Facts:
     quota_refund: str | None = None  # why the charge was given back ("... (lost)" if it failed)
     auth: str | None = None  # "failed" (counted against the address) or "locked_out" (429)
     client: str | None = None  # the address it counted against, when `auth` is set
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
 
     @property
     def request_id(self) -> str:

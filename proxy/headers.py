@@ -39,7 +39,7 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     """Extra hop-by-hop names listed in the `Connection` header."""
     return {
         token.strip().lower()
-        for value in headers.getall("connection", ())
+        for value in headers.getall("connection", [])
         for token in value.split(",")
     }
 
@@ -50,10 +50,18 @@ def _filtered(headers: CIMultiDictProxy[str], dropped: tuple[str, ...]) -> CIMul
     for name in dropped:
         if name in out:
             del out[name]
-    if "connection" in headers:
+    if _names_more(headers.getall("connection", [])):
         for token in _connection_tokens(headers):
             out.popall(token, None)
     return out
+
+
+def _names_more(connection: list[str]) -> bool:
+    """Whether `Connection` names anything beyond the hop-by-hop fields, always dropped: not
+    for the usual lone `keep-alive`, whose token set is then not worth working out."""
+    if not connection:
+        return False
+    return len(connection) > 1 or connection[0].strip().lower() not in HOP_BY_HOP
 
 
 def to_upstream(

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from proxy.tally import tally_for
+
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0
 )  # fmt: skip
@@ -78,6 +80,7 @@ class CacheStats:
     """The cache room's counters: cacheable requests by result, and store failures."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._tally = tally_for(registry)  # first: folded before the counters below are read
         requests = Counter(
             "tollgate_cache_requests",
             "Cacheable requests by how the cache answered: hit, coalesced (shared another "
@@ -96,19 +99,23 @@ class CacheStats:
 
     def hit(self) -> None:
         """An answer served from the store."""
-        self._hit.inc()
+        self._tally.inc(self._hit)
+        self._tally.done()
 
     def coalesced(self) -> None:
         """An answer shared from an identical request's fetch."""
-        self._coalesced.inc()
+        self._tally.inc(self._coalesced)
+        self._tally.done()
 
     def miss(self) -> None:
         """An answer fetched upstream for the cache."""
-        self._miss.inc()
+        self._tally.inc(self._miss)
+        self._tally.done()
 
     def bypass(self) -> None:
         """A request the client kept out of the cache."""
-        self._bypass.inc()
+        self._tally.inc(self._bypass)
+        self._tally.done()
 
     def store_error(self) -> None:
         """A store call that failed and was stepped around."""
@@ -273,6 +280,7 @@ class RequestMeter:
     """The request's own metrics: traffic, latency, bytes, images, upstream errors, users."""
 
     def __init__(self, registry: CollectorRegistry, top_users: int) -> None:
+        self.tally = tally_for(registry)  # first: folded before the metrics below are read
         self.requests = Counter(
             "tollgate_requests",
             "Requests to /v1 by operation, status class and team (`none` before they are known).",

@@ -91,9 +91,10 @@ class Counter:
         object.__setattr__(self, "unit", 1 if slots else self.rule.limit.period_ms)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """One counter as a backend sees it in one call."""
+    """One counter as a backend sees it in one call. Read-only by convention: a frozen
+    dataclass costs an `object.__setattr__` per field, and a charge makes a few per request."""
 
     key: str
     slots: bool

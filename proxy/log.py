@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import orjson
 import structlog
@@ -44,6 +44,10 @@ class _Stamp:
         return event
 
 
+def _level(settings: LogSettings) -> int:
+    return logging.getLevelNamesMapping()[settings.level.upper()]
+
+
 def build_logger(settings: LogSettings, stream: BinaryIO, *, exceptions: bool = True) -> Logger:
     """A logger of the app's own (no global structlog configuration).
 
@@ -58,7 +62,7 @@ def build_logger(settings: LogSettings, stream: BinaryIO, *, exceptions: bool = 
     first: list[structlog.typing.Processor] = [_Stamp()]
     if exceptions:
         first.append(structlog.processors.format_exc_info)
-    level = logging.getLevelNamesMapping()[settings.level.upper()]
+    level = _level(settings)
     lazy = structlog.wrap_logger(
         structlog.BytesLogger(stream),
         processors=[*first, *last],
@@ -72,35 +76,35 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _emit(log: Logger, request: web.Request, facts: Facts, outcome: Outcome) -> None:
-    log.info(
-        "request",
-        request_id=facts.request_id,
-        method=request.method,
-        path=request.path,
-        key_id=facts.key_id,
-        user=facts.user,
-        team=facts.team,
-        operation=facts.operation,
-        model=facts.model,
-        status=outcome.status,
-        upstream_status=facts.upstream_status,
-        upstream_error=facts.upstream_error,
-        upstream_ms=_ms(facts.upstream_seconds),
-        aborted=facts.aborted,
-        cache=facts.cache,
-        moderation=facts.moderation,
-        quota=facts.quota,
-        quota_cost=facts.quota_cost,
-        quota_reason=facts.quota_reason,
-        quota_shadow=facts.quota_shadow,
-        quota_refund=facts.quota_refund,
-        auth=facts.auth,
-        client=facts.client,
-        bytes_in=outcome.bytes_in,
-        bytes_out=outcome.bytes_out,
-        latency_ms=_ms(outcome.seconds),
-    )
+def _fields(request: web.Request, facts: Facts, outcome: Outcome) -> dict[str, object]:
+    """The canonical line's fields, in the order they are written."""
+    return {
+        "request_id": facts.request_id,
+        "method": request.method,
+        "path": request.path,
+        "key_id": facts.key_id,
+        "user": facts.user,
+        "team": facts.team,
+        "operation": facts.operation,
+        "model": facts.model,
+        "status": outcome.status,
+        "upstream_status": facts.upstream_status,
+        "upstream_error": facts.upstream_error,
+        "upstream_ms": _ms(facts.upstream_seconds),
+        "aborted": facts.aborted,
+        "cache": facts.cache,
+        "moderation": facts.moderation,
+        "quota": facts.quota,
+        "quota_cost": facts.quota_cost,
+        "quota_reason": facts.quota_reason,
+        "quota_shadow": facts.quota_shadow,
+        "quota_refund": facts.quota_refund,
+        "auth": facts.auth,
+        "client": facts.client,
+        "bytes_in": outcome.bytes_in,
+        "bytes_out": outcome.bytes_out,
+        "latency_ms": _ms(outcome.seconds),
+    }
 
 
 class CanonicalLine:
@@ -114,4 +118,35 @@ class CanonicalLine:
 
     def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
         """Write the request's one line."""
-        _emit(self._log, request, facts, outcome)
+        self._log.info("request", **_fields(request, facts, outcome))
+
+
+class JsonCanonicalLine:
+    """The JSON canonical line written without structlog's per-call machinery: the same
+    processors (`_Stamp`, structlog's `JSONRenderer` on orjson) on the same fields, then one
+    write and flush, as `BytesLogger` does. The same bytes for about half the instructions."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stamp = _Stamp()
+        self._render = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        self._write = stream.write
+        self._flush = stream.flush
+
+    def started(self, request: web.Request) -> None:
+        """Nothing is written until the end."""
+
+    def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
+        """Write the request's one line."""
+        event = _fields(request, facts, outcome)
+        event["event"] = "request"
+        line = cast(bytes, self._render(None, "info", self._stamp(None, "info", event)))
+        self._write(line + b"\n")
+        self._flush()
+
+
+def canonical_line(settings: LogSettings, stream: BinaryIO) -> CanonicalLine | JsonCanonicalLine:
+    """The request log's observer: JSON on the short path, anything else through structlog
+    (which also drops the line when the level is above `info`)."""
+    if settings.format == "json" and _level(settings) <= logging.INFO:
+        return JsonCanonicalLine(stream)
+    return CanonicalLine(build_logger(settings, stream, exceptions=False))

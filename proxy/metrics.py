@@ -73,26 +73,28 @@ def _images(meter: RequestMeter, request: web.Request, team: str, status: int) -
     if call is None or call.operation not in IMAGE_OPERATIONS or not 200 <= status < 300:
         return
     model, size, quality = call.model or NONE, call.size or NONE, call.quality or NONE
-    meter.image(team, model, size, quality).inc(call.n or 1)
+    meter.tally.inc(meter.image(team, model, size, quality), call.n or 1)
 
 
 def observe(meter: RequestMeter, request: web.Request, facts: Facts, outcome: Outcome) -> None:
     """Count one finished request from its facts, each measured once elsewhere."""
+    tally = meter.tally
     operation, team = facts.operation or NONE, facts.team or NONE
-    meter.request(operation, outcome.status, team).inc()
+    tally.inc(meter.request(operation, outcome.status, team))
     children = meter.operation(operation)
-    children.duration.observe(outcome.seconds)
+    tally.observe(children.duration, outcome.seconds)
     if outcome.bytes_in:
-        children.bytes_in.inc(outcome.bytes_in)
+        tally.inc(children.bytes_in, outcome.bytes_in)
     if outcome.bytes_out:
-        children.bytes_out.inc(outcome.bytes_out)
+        tally.inc(children.bytes_out, outcome.bytes_out)
     if facts.upstream_seconds is not None:
-        children.upstream.observe(facts.upstream_seconds)
+        tally.observe(children.upstream, facts.upstream_seconds)
     if facts.upstream_error is not None:
-        meter.upstream_errors[facts.upstream_error].inc()
+        tally.inc(meter.upstream_errors[facts.upstream_error])
     if meter.per_user and facts.user is not None:
-        meter.user(team, facts.user).inc()
-    _images(meter, request, team, outcome.status)
+        tally.inc(meter.user(team, facts.user))
+    if operation in IMAGE_OPERATIONS:
+        _images(meter, request, team, outcome.status)
 
 
 class RequestMetrics:
@@ -104,13 +106,17 @@ class RequestMetrics:
     def started(self, request: web.Request) -> None:
         """One more request in flight."""
         if request.path.startswith("/v1/"):
-            self._meter.in_flight.inc()
+            tally = self._meter.tally
+            tally.inc(self._meter.in_flight)
+            tally.done()
 
     def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
         """One fewer in flight, and the request counted."""
         if request.path.startswith("/v1/"):
-            self._meter.in_flight.dec()
+            tally = self._meter.tally
+            tally.inc(self._meter.in_flight, -1.0)
             observe(self._meter, request, facts, outcome)
+            tally.done()
 
 
 def _own_port_app(registry: CollectorRegistry) -> web.Application:

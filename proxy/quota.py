@@ -19,22 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.allowance import Allowances
+from proxy.allowance import Allowances, Groups
 from proxy.auth import PRINCIPAL
 from proxy.breaker import BreakerOpen
+from proxy.call import Call
 from proxy.context import FACTS, Facts
 from proxy.instruments import QuotaMetrics
 from proxy.keys import Clock
 from proxy.limiter import Admission, Charge, Limiter
 from proxy.limits import Kind
 from proxy.quota_errors import OverLimit, QuotaUnavailable, worst_refusal
-from proxy.quota_headers import HEADERS, rate_limit_headers
+from proxy.quota_headers import HEADERS, NO_HEADERS, rate_limit_headers
 from proxy.route import CALL, FIELDS
 from proxy.settings import QuotaSettings
 from proxy.store import StoreUnavailable
@@ -71,7 +72,7 @@ def not_billable(request: web.Request, reason: str) -> None:
         billing.waived = reason
 
 
-def _cost(charges: list[Charge]) -> dict[str, int]:
+def _cost(charges: Sequence[Charge]) -> dict[str, int]:
     cost: dict[str, int] = {}
     for counter, units in (pair for tag in charges for pair in tag):
         kind = counter.rule.limit.kind
@@ -117,20 +118,25 @@ class Quota:
 
     async def stage(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Limit the request, then count its estimated spend if its answer was billable."""
-        response = await self._limited(request, handler)
-        if 200 <= response.status < 300:
+        call = request[CALL]
+        principal = request[PRINCIPAL]
+        groups = self._allowances.groups(principal, call.operation)
+        request[HEADERS] = NO_HEADERS  # found by `add_rate_limit_headers` without a KeyError
+        if groups:
+            response = await self._limited(request, handler, call, groups)
+        else:
+            response = await handler(request)
+        if 200 <= response.status < 300 and self._allowances.priced(call.operation):
             fields = request[FIELDS]
-            micros = self._allowances.price(request[CALL], fields)
+            micros = self._allowances.price(call, fields)
             if micros:
-                self._metrics.spent(request[PRINCIPAL].team, micros)
+                self._metrics.spent(principal.team, micros)
         return response
 
-    async def _limited(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _limited(
+        self, request: web.Request, handler: Handler, call: Call, groups: Groups
+    ) -> web.StreamResponse:
         """Charge, refuse or admit; after the answer, settle (refund, free slots)."""
-        call = request[CALL]
-        groups = self._allowances.groups(request[PRINCIPAL], call.operation)
-        if not groups:
-            return await handler(request)
         fields: dict[str, object] = request[FIELDS]
         charges = self._allowances.costs(groups, call, fields)
         if not charges:
@@ -151,7 +157,7 @@ class Quota:
         finally:
             await self._settle(admission, facts, billing, cancelled=cancelled)
 
-    async def _admit(self, charges: list[Charge], facts: Facts) -> Admission | None:
+    async def _admit(self, charges: Sequence[Charge], facts: Facts) -> Admission | None:
         """The admission, a 429 or 503, or None when the store is bypassed (fail_open)."""
         try:
             admission = await self._charge(charges, facts)
@@ -176,7 +182,7 @@ class Quota:
         facts.quota = "admitted"
         return admission
 
-    async def _charge(self, charges: list[Charge], facts: Facts) -> Admission:
+    async def _charge(self, charges: Sequence[Charge], facts: Facts) -> Admission:
         """The limiter's charge, run to its end even if the client leaves meanwhile, and then
         given back: a charge cut off half way would keep its slots until their lease ends.
         An in-process charge never suspends, so it needs no such care."""

@@ -8,14 +8,16 @@ duration format); spend amounts are US dollars. Shadow and concurrency limits ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 from aiohttp import web
 
 from proxy.limiter import NEVER, Reading
 from proxy.limits import Kind, dollars
 
-HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey[dict[str, str]]("ratelimit_headers")
+HEADERS: web.RequestKey[Mapping[str, str]] = web.RequestKey[Mapping[str, str]]("ratelimit_headers")
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # what a request without limits gets
 
 
 def duration(ms: int) -> str:

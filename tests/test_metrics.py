@@ -25,6 +25,7 @@ from proxy.instruments import (
 )
 from proxy.limits import LimitsPolicy
 from proxy.metrics import exposition_registry
+from proxy.prices import PriceTable
 from proxy.settings import MetricsSettings, Settings
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -356,3 +357,18 @@ async def test_quota_refusals_and_spend_are_counted(
     assert value(samples, "tollgate_quota_refusals_total", kind="images") == 1
     spend = value(samples, "tollgate_spend_estimated_dollars_total", team="red")
     assert spend == pytest.approx(0.040 + 0.016)
+
+
+async def test_spend_of_an_operation_priced_per_request_is_counted(
+    make_proxy: MakeProxy,
+) -> None:
+    """With no limits at all, an operation the price table prices per request still adds its
+    price to the team's estimated spend on each billable answer."""
+    policy = without_moderation(policy_for_tests())
+    prices = PriceTable.model_validate({"operations": {"models.*": 0.01}})
+    proxy = await make_proxy(policy=policy.model_copy(update={"prices": prices}))
+    assert await get(proxy, "/v1/models") == 200
+    assert await get(proxy, "/v1/models/gpt-4o") == 200
+    samples = await metrics_of(proxy)
+    spend = value(samples, "tollgate_spend_estimated_dollars_total", team="red")
+    assert spend == pytest.approx(0.02)

@@ -131,6 +131,19 @@ async def test_every_answer_carries_openai_style_rate_limit_headers(
     assert cost == {"requests": 1, "images": 2, "spend_micros": 40_000}
 
 
+async def test_each_image_request_costs_what_it_asks_for(make_proxy: MakeProxy) -> None:
+    """Other operations' costs are worked out once per counters; an image request's are not:
+    two, then three, then one image take 2, 3 and 1 from the images limit."""
+    proxy = await make_proxy(clock=FakeClock(), policy=limited({"default": ["10 images/day"]}))
+    remaining = []
+    for n in (2, 3, 1):
+        image = {**IMAGE, "model": "dall-e-2", "n": n}
+        status, headers, _ = await send(proxy, "POST", "/v1/images/generations", image)
+        assert status == 200
+        remaining.append(headers["x-ratelimit-remaining-images"])
+    assert remaining == ["8", "5", "4"]
+
+
 async def test_free_requests_show_only_the_limits_they_meet(make_proxy: MakeProxy) -> None:
     """A models listing costs no images or money: only the request headers appear."""
     policy = limited({"default": ["60/minute", "10 images/day", "$1/day"]})
