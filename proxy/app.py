@@ -22,6 +22,7 @@ from proxy.admin import (
 )
 from proxy.allowance import Allowances
 from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
+from proxy.breaker import Breaker
 from proxy.cache import CacheRoom, ResponseCache, cache_middleware, cache_ttls
 from proxy.cachestore import open_cache_backend
 from proxy.call import IMAGE_OPERATIONS, PASSTHROUGH_CALL
@@ -93,6 +94,12 @@ def _admin_app(
     shared = settings.metrics.multiproc_dir is not None  # one of several worker processes
     app.cleanup_ctx.append(own_listener(admin, *where, shared=shared))
     return admin
+
+
+def _breaker(settings: Settings, clock: Clock) -> Breaker:
+    """A circuit breaker for one user of the store, with the quotas' thresholds
+    (TOLLGATE_QUOTA__BREAKER_FAILURES and __BREAKER_COOLDOWN)."""
+    return Breaker(settings.quota.breaker_failures, settings.quota.breaker_cooldown, clock)
 
 
 def _link(stage: Middleware, handler: Handler) -> Handler:
@@ -215,7 +222,7 @@ def create_app(
     add_admin_routes(admin, AdminApi(keys, policy), gate)
     cache = CacheRoom(
         ResponseCache(
-            open_cache_backend(settings.cache.max_bytes, store),
+            open_cache_backend(settings.cache.max_bytes, store, _breaker(settings, clock)),
             settings.cache,
             clock,
             instruments.cache,

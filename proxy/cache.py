@@ -25,6 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict
 
 from proxy.auth import PRINCIPAL
+from proxy.breaker import BreakerOpen
 from proxy.cachestore import PREFIX, CacheBackend
 from proxy.call import Call
 from proxy.context import FACTS, Facts
@@ -94,12 +95,17 @@ class ResponseCache:
     stats: CacheStats
     inflight: dict[str, asyncio.Future[Shared | None]] = field(default_factory=dict)
 
+    def failed(self, failure: StoreUnavailable) -> None:
+        """Count a store call that failed; one the circuit breaker skipped is no failure."""
+        if not isinstance(failure, BreakerOpen):
+            self.stats.store_error()
+
     async def lookup(self, key: str) -> Entry | None:
         """A fresh entry, or None (also when the store fails, which is counted)."""
         try:
             raw = await self.backend.get(key)
-        except StoreUnavailable:
-            self.stats.store_error()
+        except StoreUnavailable as failure:
+            self.failed(failure)
             return None
         if raw is None:
             return None
@@ -112,15 +118,15 @@ class ResponseCache:
             return
         try:
             await self.backend.put(key, entry.encode(), entry.expires_at - entry.stored_at)
-        except StoreUnavailable:
-            self.stats.store_error()
+        except StoreUnavailable as failure:
+            self.failed(failure)
 
     async def drop(self, keys: list[str]) -> None:
         """Invalidate these keys; a failing store is counted and ignored."""
         try:
             await self.backend.delete(keys)
-        except StoreUnavailable:
-            self.stats.store_error()
+        except StoreUnavailable as failure:
+            self.failed(failure)
 
     async def flush(self, scope: str | None) -> int:
         """Drop one scope's entries, or all of them."""
@@ -261,8 +267,8 @@ class CacheRoom:
         lock_ttl = self.cache.settings.lock_ttl
         try:
             locked: bool | None = await self.cache.backend.lock(lock, lock_ttl)
-        except StoreUnavailable:
-            self.cache.stats.store_error()
+        except StoreUnavailable as failure:
+            self.cache.failed(failure)
             locked = None  # no store, so no replica to wait for: straight upstream
         if locked is False:
             entry = await self._wait_for(key, lock_ttl)
@@ -291,8 +297,8 @@ class CacheRoom:
     async def _unlock(self, lock: str) -> None:
         try:
             await self.cache.backend.unlock(lock)
-        except StoreUnavailable:
-            self.cache.stats.store_error()
+        except StoreUnavailable as failure:
+            self.cache.failed(failure)
 
     async def _invalidating(
         self, request: web.Request, handler: Handler, call: Call

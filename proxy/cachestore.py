@@ -8,11 +8,14 @@ the same in tests; Redis also gets a real TTL so abandoned entries disappear by 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
+from proxy.breaker import Breaker
 from proxy.store.redis import RedisStore, guarded
 
 PREFIX = "tg:cache:"
+T = TypeVar("T")
 
 
 class CacheBackend(Protocol):
@@ -96,25 +99,31 @@ class RedisCache:
     An entry and its lock share the scope's hash tag (proxy/cache.py), so on a cluster each
     scope's entries live on one node and different scopes spread over the nodes."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisStore, breaker: Breaker) -> None:
         self._store = store
         self._client = store.client
+        self._breaker = breaker
+
+    async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
+        """One command, unless the breaker says Redis failed too often lately: a hung Redis
+        then costs the timeout a few times per cool-down, not on every cacheable read."""
+        return await self._breaker.call(lambda: self._store.call(command))
 
     async def get(self, key: str) -> bytes | None:
         """One GET."""
-        value = await self._store.call(lambda: self._client.get(key))
+        value = await self._call(lambda: self._client.get(key))
         if value is None or isinstance(value, bytes):
             return value
         return value.encode()
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         """One SET with a TTL in milliseconds."""
-        await self._store.call(lambda: self._client.set(key, value, px=max(1, int(ttl * 1000))))
+        await self._call(lambda: self._client.set(key, value, px=max(1, int(ttl * 1000))))
 
     async def delete(self, keys: list[str]) -> None:
         """One DEL (keys of one scope share a hash tag, so this works on Cluster too)."""
         if keys:
-            await self._store.call(lambda: self._client.delete(*keys))
+            await self._call(lambda: self._client.delete(*keys))
 
     async def flush(self, prefix: str) -> int:
         """SCAN for the prefix (every primary of a cluster) and delete what it finds; each
@@ -130,18 +139,19 @@ class RedisCache:
 
     async def lock(self, key: str, ttl: float) -> bool:
         """SET NX PX: true for the one replica that gets it."""
-        taken = await self._store.call(
+        taken = await self._call(
             lambda: self._client.set(key, b"1", nx=True, px=max(1, int(ttl * 1000)))
         )
         return bool(taken)
 
     async def unlock(self, key: str) -> None:
         """DEL the lock."""
-        await self._store.call(lambda: self._client.delete(key))
+        await self._call(lambda: self._client.delete(key))
 
 
-def open_cache_backend(max_bytes: int, store: object) -> CacheBackend:
-    """Redis when the store is Redis (sharing its pool), else a bounded in-process LRU."""
+def open_cache_backend(max_bytes: int, store: object, breaker: Breaker) -> CacheBackend:
+    """Redis when the store is Redis (sharing its pool, behind `breaker`), else a bounded
+    in-process LRU."""
     if isinstance(store, RedisStore):
-        return RedisCache(store)
+        return RedisCache(store, breaker)
     return MemoryCache(max_bytes)

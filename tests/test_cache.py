@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import signal
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from tests.conftest import (
     MakeProxy,
     Proxy,
     ProxyBefore,
+    RedisServer,
     Upstream,
     free_port,
 )
@@ -241,13 +243,38 @@ async def test_a_dead_store_makes_the_cache_step_aside(
     make_proxy: MakeProxy, upstream: Upstream
 ) -> None:
     """With Redis unreachable, reads still succeed (straight upstream, without waiting on a
-    lock nobody holds) and each failed store call counts: lookup, lock and store."""
+    lock nobody holds). Each failed store call counts (lookup, lock, store) until the circuit
+    breaker opens after 5 in a row: from then on the store is not asked at all."""
     dead = RedisSettings(url=SecretStr(f"redis://127.0.0.1:{free_port()}/0"))
     proxy = await make_proxy(store="redis", redis=dead)
-    results = [await get(proxy) for _ in range(3)]
-    assert [status for status, _, _ in results] == [200, 200, 200]
-    assert calls(upstream) == 3
-    assert proxy.server.app[CACHE].stats.store_errors == 3 * 3
+    results = [await get(proxy) for _ in range(6)]
+    assert [status for status, _, _ in results] == [200] * 6
+    assert calls(upstream) == 6
+    assert proxy.server.app[CACHE].stats.store_errors == 5
+
+
+async def test_a_hung_store_is_waited_on_a_few_times_then_left_alone_until_it_recovers(
+    make_proxy: MakeProxy, upstream: Upstream, flush_redis: RedisServer
+) -> None:
+    """A Redis that stops answering (SIGSTOP: connections open, no replies) costs the timeout
+    on 5 store calls, then none until the cool-down ends; after it, one probe finds Redis back
+    and the cache answers from it again."""
+    clock = FakeClock()
+    redis = RedisSettings(url=SecretStr(flush_redis.url), timeout=0.05)
+    proxy = await make_proxy(store="redis", redis=redis, clock=clock)
+    assert (await get(proxy))[0] == 200  # a miss, stored
+    flush_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        results = [await get(proxy) for _ in range(8)]
+    finally:
+        flush_redis.process.send_signal(signal.SIGCONT)
+    assert [status for status, _, _ in results] == [200] * 8
+    assert calls(upstream) == 1 + 8
+    assert proxy.server.app[CACHE].stats.store_errors == 5
+    clock.advance(5.0 + 0.1)  # the breaker's cool-down (TOLLGATE_QUOTA__BREAKER_COOLDOWN)
+    _, headers, _ = await get(proxy)
+    assert headers["x-tollgate-cache"] == "hit"
+    assert calls(upstream) == 1 + 8
 
 
 async def test_operations_can_be_opted_in_by_config(
