@@ -40,6 +40,7 @@ from soak_traffic import (
     CAP_IMAGES,
     FAULTS,
     FLAG_NEEDLE,
+    GUESSER_ADDRESS,
     KEYS,
     KINDS,
     OK,
@@ -378,8 +379,13 @@ async def soak(processes: Processes, seconds: float, concurrency: int, seed: int
     load_before = load_average()
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     jar = aiohttp.DummyCookieJar()
-    async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
+    guessing = aiohttp.TCPConnector(local_addr=(GUESSER_ADDRESS, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session,
+        aiohttp.ClientSession(connector=guessing, cookie_jar=aiohttp.DummyCookieJar()) as guesser,
+    ):
         target = await start(processes, session)
+        target.guesser = guesser
         await warm_up(session, target)
         await asyncio.sleep(2)
         pid = processes.pid("tollgate")

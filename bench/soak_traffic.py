@@ -30,6 +30,7 @@ TIMEOUT_LATENCY: Final = 3.0
 BREAKER_COOLDOWN: Final = 5.0
 REDIS_TIMEOUT: Final = 1.0  # the 50 ms default is for an unsaturated proxy (README, Quotas)
 CAP_IMAGES: Final = 5  # the over-quota user's images a day
+GUESSER_ADDRESS: Final = "127.0.0.2"  # loopback too: where the bad keys come from
 FLAG_NEEDLE: Final = "sabotage"
 KEYS: Final[Mapping[str, str]] = {  # user -> static key
     "ana": "tg-soak-ana-" + "a" * 32,
@@ -120,6 +121,7 @@ class Target:
     base: str
     issued_key: str
     counter: int = 0
+    guesser: aiohttp.ClientSession | None = None  # bad keys come from GUESSER_ADDRESS
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -247,8 +249,10 @@ async def upload_part_left(session: aiohttp.ClientSession, target: Target) -> An
 
 
 async def bad_key(session: aiohttp.ClientSession, target: Target) -> Answer:
+    """A wrong key from another address than everyone else's: past Tollgate's failed-auth
+    limit (10 a minute by default) that address is locked out (429), the others never are."""
     key = f"tg-soak-nobody-{target.next():032d}"
-    return await _get(session, target.url("/v1/models"), key)
+    return await _get(target.guesser or session, target.url("/v1/models"), key)
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,7 @@ KINDS: Final = (
     Kind("run, client leaves mid-stream", run_stream_left, 4, frozenset({"aborted"})),
     Kind("upload part (multipart)", upload_part, 6, OK),
     Kind("upload part, client leaves mid-upload", upload_part_left, 3, frozenset({"aborted"})),
-    Kind("bad key", bad_key, 5, frozenset({"401 invalid_api_key"})),
+    Kind("bad key", bad_key, 5, frozenset({"401 invalid_api_key", "429 rate_limit_exceeded"})),
 )
 
 # ---------------------------------------------------------------- faults
