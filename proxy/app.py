@@ -96,12 +96,6 @@ def _admin_app(
     return admin
 
 
-def _breaker(settings: Settings, clock: Clock) -> Breaker:
-    """A circuit breaker for one user of the store, with the quotas' thresholds
-    (TOLLGATE_QUOTA__BREAKER_FAILURES and __BREAKER_COOLDOWN)."""
-    return Breaker(settings.quota.breaker_failures, settings.quota.breaker_cooldown, clock)
-
-
 def _link(stage: Middleware, handler: Handler) -> Handler:
     """`stage` with its next handler bound: a plain function handing back the stage's
     coroutine, so awaiting it runs one frame. A `functools.partial` with a keyword (what
@@ -222,7 +216,9 @@ def create_app(
     add_admin_routes(admin, AdminApi(keys, policy), gate)
     cache = CacheRoom(
         ResponseCache(
-            open_cache_backend(settings.cache.max_bytes, store, _breaker(settings, clock)),
+            open_cache_backend(
+                settings.cache.max_bytes, store, Breaker.configured(settings.quota, clock)
+            ),
             settings.cache,
             clock,
             instruments.cache,

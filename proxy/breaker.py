@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from proxy.keys import Clock
+from proxy.settings import QuotaSettings
 from proxy.store import StoreUnavailable
 
 T = TypeVar("T")
@@ -23,6 +24,12 @@ class BreakerOpen(StoreUnavailable):
 
 class Breaker:
     """Counts consecutive failures of one store and decides whether to call it at all."""
+
+    @classmethod
+    def configured(cls, settings: QuotaSettings, clock: Clock) -> Breaker:
+        """A breaker with the thresholds of TOLLGATE_QUOTA__BREAKER_FAILURES and __COOLDOWN
+        (every user of the store that has one: quotas, lock-outs, the cache)."""
+        return cls(settings.breaker_failures, settings.breaker_cooldown, clock)
 
     def __init__(self, threshold: int, cooldown: float, clock: Clock) -> None:
         self._threshold = threshold

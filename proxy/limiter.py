@@ -326,5 +326,4 @@ def open_limiter(store: Store, settings: QuotaSettings, clock: Clock) -> Limiter
         from proxy.store.memory_counters import MemoryCounters
 
         counters = MemoryCounters()
-    breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown, clock)
-    return Limiter(counters, breaker, int(settings.lease * 1000))
+    return Limiter(counters, Breaker.configured(settings, clock), int(settings.lease * 1000))
