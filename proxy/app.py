@@ -26,9 +26,9 @@ from proxy.breaker import Breaker
 from proxy.cache import CacheRoom, ResponseCache, cache_middleware, cache_ttls
 from proxy.cachestore import open_cache_backend
 from proxy.call import IMAGE_OPERATIONS, PASSTHROUGH_CALL
-from proxy.context import FACTS, SETTINGS
+from proxy.context import FACTS, SETTINGS, Check
 from proxy.endpoints import ENDPOINTS, EndpointTable
-from proxy.enduser import enduser_middleware
+from proxy.enduser import enduser_check
 from proxy.errors import error_middleware
 from proxy.health import STORE, UPSTREAM, add_health_routes
 from proxy.instruments import Instruments
@@ -39,7 +39,7 @@ from proxy.log import build_logger, canonical_line
 from proxy.metrics import EXPOSITION, RequestMetrics, exposition_registry, serve_metrics
 from proxy.moderation import Moderator, moderation_middleware
 from proxy.outcome import Observer, lifecycle_middleware
-from proxy.permit import permit_middleware
+from proxy.permit import permit_check
 from proxy.policy import Policy, load_policy
 from proxy.quota import QUOTA_STATS, Quota
 from proxy.quota_headers import add_rate_limit_headers
@@ -51,7 +51,7 @@ from proxy.strikes import open_strike_book
 from proxy.tenancy import Tenancy
 from proxy.upstream import Upstream
 from proxy.usage import UsageApi, add_usage_routes
-from proxy.validate import validate_middleware
+from proxy.validate import validate_check
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 Applies = Callable[[str], bool]
@@ -134,13 +134,15 @@ def _v1_handler(
         credential = request[PRINCIPAL].credential
         return upstream.forward(request, request[BODY], request[FACTS], credential)
 
-    after_route: list[tuple[Middleware, Applies]] = [
+    checks: list[tuple[Check, Applies]] = [
         (
-            validate_middleware(settings.validation),
+            validate_check(settings.validation),
             lambda op: settings.validation != "off" and op in SCHEMAS,
         ),
-        (permit_middleware(), _always),
-        (enduser_middleware(tenancy), lambda op: op in IMAGE_OPERATIONS),
+        (permit_check(), _always),
+        (enduser_check(tenancy), lambda op: op in IMAGE_OPERATIONS),
+    ]
+    stages: list[tuple[Middleware, Applies]] = [
         (quota.stage, _always),
         (moderation_middleware(moderator), moderator.applies),
         (cache_middleware(cache), cache.applies),
@@ -155,7 +157,7 @@ def _v1_handler(
             hold_forms=settings.validation != "off" or moderator.policy.enabled,
         ),
     ]
-    return _endpoint(_chain(pipeline, _per_operation(after_route, forward)))
+    return _endpoint(_chain(pipeline, _per_operation(checks, stages, forward)))
 
 
 def _always(operation: str) -> bool:
@@ -163,12 +165,30 @@ def _always(operation: str) -> bool:
     return True
 
 
-def _per_operation(stages: list[tuple[Middleware, Applies]], handler: Handler) -> Handler:
-    """After `route`: one chain per operation, composed at start-up from only the stages that
-    apply to it, so a request pays for no room that has nothing to do with it."""
+def _checked(checks: list[Check], handler: Handler) -> Handler:
+    """`handler` after `checks`, run in turn in one plain call: the first that raises refuses."""
+    if not checks:
+        return handler
+
+    def checked(request: web.Request) -> Awaitable[web.StreamResponse]:
+        for check in checks:
+            check(request)
+        return handler(request)
+
+    return checked
+
+
+def _per_operation(
+    checks: list[tuple[Check, Applies]], stages: list[tuple[Middleware, Applies]], handler: Handler
+) -> Handler:
+    """After `route`: one chain per operation, composed at start-up from only the checks and
+    stages that apply to it, so a request pays for no room that has nothing to do with it."""
     operations = {endpoint.operation for endpoint in ENDPOINTS} | {PASSTHROUGH_CALL.operation}
     chains = {
-        operation: _chain([stage for stage, applies in stages if applies(operation)], handler)
+        operation: _checked(
+            [check for check, applies in checks if applies(operation)],
+            _chain([stage for stage, applies in stages if applies(operation)], handler),
+        )
         for operation in operations
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -69,6 +70,11 @@ class Facts:
             self.known_id = new_request_id()
         return self.known_id
 
+
+# A room with nothing to do once the answer comes: it looks at the request, may change what is
+# sent, and raises a `ProxyError` to refuse. Unlike a middleware it does not wrap the rest of
+# the pipeline, so it costs no coroutine, before or while the answer is relayed.
+Check = Callable[[web.Request], None]
 
 SETTINGS = web.AppKey("settings", Settings)
 FACTS = web.RequestKey("facts", Facts)

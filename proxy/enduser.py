@@ -2,9 +2,11 @@
 
 OpenAI's abuse monitoring uses the `user` field of the image operations. Tollgate fills it
 with a stable keyed hash of the key's team and user (never the name) unless the client sent
-one. JSON bodies get the field added; multipart forms get a `user` part in front of their
-first part, but only when every text field was read ahead (or the whole form was held, as it
-is when validation is on), so a client's own `user` further down can never be doubled.
+one. JSON bodies get the field spliced in after the opening brace, so the client's own bytes
+go on unchanged (and nothing is serialised again); multipart forms get a `user` part in front
+of their first part, but only when every text field was read ahead (or the whole form was
+held, as it is when validation is on), so a client's own `user` further down can never be
+doubled.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
-from aiohttp.typedefs import Handler, Middleware
 
 from proxy.auth import PRINCIPAL
 from proxy.body import SpooledBody, StreamedBody
 from proxy.call import IMAGE_OPERATIONS
+from proxy.context import Check
 from proxy.route import BODY, CALL, FIELDS
 from proxy.tenancy import Tenancy
 
@@ -32,24 +34,32 @@ def _tag_form(request: web.Request, body: StreamedBody | SpooledBody, pseudonym:
     body.insert_before(marker, _form_part("user", pseudonym, marker[2:]))
 
 
+def _tag_json(body: bytes, fields: dict[str, object], pseudonym: str) -> bytes:
+    """`body`, a JSON object (parsed into `fields`), with `"user"` as its first member."""
+    member = b'"user":' + orjson.dumps(pseudonym)
+    if not fields:  # `{}` or none at all: nothing to separate the member from
+        return b"{" + member + b"}"
+    brace = body.index(b"{") + 1  # only JSON whitespace can come before an object's brace
+    return body[:brace] + member + b"," + body[brace:]
+
+
 def tag_user(request: web.Request, pseudonym: str) -> None:
     """Give the image request `pseudonym` as its `user`, unless it has one already."""
     fields, body = request[FIELDS], request[BODY]
     if "user" in fields:
         return
     if isinstance(body, bytes):
-        request[BODY] = orjson.dumps({**fields, "user": pseudonym})
+        request[BODY] = _tag_json(body, fields, pseudonym)
     elif request[CALL].fields_complete:
         _tag_form(request, body, pseudonym)
 
 
-def enduser_middleware(tenancy: Tenancy) -> Middleware:
+def enduser_check(tenancy: Tenancy) -> Check:
     """Set OpenAI's `user` field on the three image operations."""
 
-    async def enduser(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def enduser(request: web.Request) -> None:
         if request[CALL].operation in IMAGE_OPERATIONS:
             principal = request[PRINCIPAL]
             tag_user(request, tenancy.pseudonym(principal.team, principal.user))
-        return await handler(request)
 
     return enduser

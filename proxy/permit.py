@@ -5,9 +5,9 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from proxy.auth import PRINCIPAL
+from proxy.context import Check
 from proxy.errors import ProxyError
 from proxy.route import CALL
 
@@ -26,10 +26,10 @@ def allowed(value: str | None, patterns: tuple[str, ...] | None) -> bool:
     return value is not None and any(fnmatchcase(value, pattern) for pattern in patterns)
 
 
-def permit_middleware() -> Middleware:
+def permit_check() -> Check:
     """Refuse, before anything is sent, what the principal's key is not allowed to use."""
 
-    async def permit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def permit(request: web.Request) -> None:
         principal, call = request[PRINCIPAL], request[CALL]
         if not allowed(call.operation, principal.allowed_operations):
             raise NotPermitted(
@@ -43,6 +43,5 @@ def permit_middleware() -> Middleware:
                 param="model",
                 code="model_not_allowed",
             )
-        return await handler(request)
 
     return permit

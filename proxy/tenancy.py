@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
 
 from proxy.policy import Policy
 from proxy.settings import CredentialSettings, Settings, UpstreamSettings
+
+PSEUDONYMS_KEPT = 4096
 
 
 class TenancyError(ValueError):
@@ -76,6 +79,8 @@ class Tenancy:
         }
         secret = settings.pseudonym_secret
         self._pseudonym_key = secret.get_secret_value().encode() if secret else b"tollgate"
+        # Every image request needs its user's pseudonym; users are few and names short.
+        self.pseudonym = lru_cache(maxsize=PSEUDONYMS_KEPT)(self._pseudonym)
 
     def has_team(self, team: str) -> bool:
         """Whether the policy names `team`."""
@@ -85,7 +90,8 @@ class Tenancy:
         """The credential `team` bills to (teams are checked when the policy loads)."""
         return self._by_team[team]
 
-    def pseudonym(self, team: str, user: str) -> str:
-        """A stable id for `user` that OpenAI can tell apart from others, never the name."""
-        digest = hmac.new(self._pseudonym_key, f"{team}\n{user}".encode(), hashlib.sha256)
-        return "tg-user-" + digest.hexdigest()[:32]
+    def _pseudonym(self, team: str, user: str) -> str:
+        """A stable id for `user` that OpenAI can tell apart from others, never the name
+        (`pseudonym`, the same remembered for the last few thousand users)."""
+        digest = hmac.digest(self._pseudonym_key, f"{team}\n{user}".encode(), "sha256")
+        return "tg-user-" + digest.hex()[:32]

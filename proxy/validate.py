@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from pydantic import ValidationError
 
 from proxy.body import Body, SpooledBody
+from proxy.context import Check
 from proxy.multipart import FormFile
 from proxy.route import BODY, CALL, FIELDS, FILES
 from proxy.schemas import SCHEMAS, Request, UploadedFile
@@ -59,10 +59,10 @@ def check(
     return body
 
 
-def validate_middleware(mode: ValidationMode) -> Middleware:
+def validate_check(mode: ValidationMode) -> Check:
     """Refuse a documented request that breaks its reference, unless validation is `off`."""
 
-    async def validate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def validate(request: web.Request) -> None:
         schema = SCHEMAS.get(request[CALL].operation)
         if schema is not None and mode != "off":
             body, fields = request[BODY], request[FIELDS]
@@ -70,6 +70,5 @@ def validate_middleware(mode: ValidationMode) -> Middleware:
                 check(schema, fields, strict=True, mode=mode)
             else:
                 check(schema, form_values(fields, request[FILES], body), strict=False, mode=mode)
-        return await handler(request)
 
     return validate

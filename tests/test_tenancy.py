@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import aiohttp
 import openai
 import pytest
 
@@ -15,8 +17,11 @@ from tests.conftest import (
     CLIENT_KEY,
     OTHER_KEY,
     UPSTREAM_KEY,
+    MakeProxy,
     Proxy,
     Upstream,
+    policy_for_tests,
+    without_moderation,
 )
 from tests.samples import png
 
@@ -59,6 +64,39 @@ async def test_a_user_the_client_sent_is_kept(sdk: openai.AsyncOpenAI, upstream:
     generate, edit = (seen.body for seen in upstream.state.received if "images" in seen.path)
     assert b"tg-user-" not in generate + edit
     assert edit.count(b'name="user"') == 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "validation"),
+    [
+        (
+            ' \r\n\t{ "prompt" : "an otter \u2603 {\\"x\\"}", "n":1,"extra":{"a":[1, 2]} }\n',
+            "documented",
+        ),
+        ('{"prompt":"an otter","size":"1024x1024"}', "documented"),
+        ("{ }", "off"),
+        ("", "off"),
+    ],
+)
+async def test_the_user_is_spliced_into_the_clients_own_json(
+    make_proxy: MakeProxy, upstream: Upstream, sent: str, validation: str
+) -> None:
+    """The JSON upstream gets is the client's bytes with `"user"` put in front of the first
+    member: whitespace, key order, escapes and unicode as sent, and still one JSON object."""
+    proxy = await make_proxy(validation=validation, policy=without_moderation(policy_for_tests()))
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as client:
+        url = proxy.url("/v1/images/generations")
+        async with client.post(url, data=sent.encode(), headers=headers) as answer:
+            assert answer.status == 200, await answer.text()
+    (seen,) = [seen for seen in upstream.state.received if "images" in seen.path]
+    user = re.search(rb'"user":"(tg-user-[0-9a-f]{32})"', seen.body)
+    assert user is not None
+    received = json.loads(seen.body)
+    assert received == {**json.loads(sent or "{}"), "user": user[1].decode()}
+    assert next(iter(received)) == "user"
+    if sent.strip(" \r\n\t{}"):
+        assert seen.body.replace(user[0] + b",", b"", 1) == sent.encode()
 
 
 def test_pseudonyms_are_stable_and_keyed() -> None:
