@@ -53,20 +53,26 @@ def build_call(
     *,
     fields_complete: bool = True,
 ) -> Call:
-    """A `Call` from the endpoint, its path parameters and the body's fields (JSON or form)."""
-    merged = {**endpoint.defaults, **{k: v for k, v in values.items() if v is not None}}
-    if not merged and not endpoint.path_model:
+    """A `Call` from the endpoint, its path parameters and the body's fields (JSON or form);
+    a field that is absent or null takes the endpoint's documented default."""
+    defaults = endpoint.defaults
+    if not values and not defaults and not endpoint.path_model:
         return Call(endpoint.operation, True, params=params)
-    model = params.get("model") if endpoint.path_model else _text(merged.get("model"))
+
+    def field(name: str) -> object:
+        value = values.get(name)
+        return defaults.get(name) if value is None else value
+
+    model = params.get("model") if endpoint.path_model else _text(field("model"))
     return Call(
-        operation=endpoint.operation,
-        documented=True,
-        model=model,
-        prompt=_text(merged.get("prompt")),
-        n=_count(merged.get("n")),
-        size=_text(merged.get("size")),
-        quality=_text(merged.get("quality")),
-        stream=_flag(merged.get("stream")),
-        params=params,
-        fields_complete=fields_complete,
+        endpoint.operation,
+        True,
+        model,
+        _text(field("prompt")),
+        _count(field("n")),
+        _text(field("size")),
+        _text(field("quality")),
+        _flag(values.get("stream")),
+        params,
+        fields_complete,
     )

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from proxy.tally import tally_for
+from proxy.tally import Tally, tally_for
 
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0
@@ -184,7 +184,8 @@ class QuotaMetrics:
     """What the quota room reports: refusals by limit kind, fail-open bypasses, store errors,
     and the estimated spend it charged per team."""
 
-    def __init__(self, registry: CollectorRegistry, teams: Iterable[str]) -> None:
+    def __init__(self, registry: CollectorRegistry, teams: Iterable[str], tally: Tally) -> None:
+        self._tally = tally  # the spend of every billable request; the rest is rare
         self._refusals = Counter(
             "tollgate_quota_refusals",
             "Requests refused with 429 by the kind of limit they went over.",
@@ -228,7 +229,8 @@ class QuotaMetrics:
         child = self._teams.get(team)
         if child is None:
             child = self._teams[team] = self._spend.labels(team)
-        child.inc(micros / 1_000_000)
+        self._tally.inc(child, micros / 1_000_000)
+        self._tally.done()
 
 
 class AuthMetrics:
@@ -400,5 +402,5 @@ class Instruments:
         self.requests = RequestMeter(registry, top_users)
         self.cache = CacheStats(registry)
         self.moderation = ModerationStats(registry)
-        self.quota = QuotaMetrics(registry, teams)
+        self.quota = QuotaMetrics(registry, teams, self.requests.tally)
         self.auth = AuthMetrics(registry)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -84,6 +85,10 @@ def _failure(status: int, exc: BaseException | None, limits: HeaderLimits) -> Pr
     return ProxyError(500, "The server had an error processing your request.", type="server_error")
 
 
+_FINISH_RESPONSE = web.RequestHandler.finish_response
+_DATA_RECEIVED = web.RequestHandler.data_received
+
+
 class OpenAIProtocol(web.RequestHandler):
     """aiohttp's HTTP/1.1 connection, answering what it refuses itself in OpenAI's shape."""
 
@@ -115,15 +120,22 @@ class OpenAIProtocol(web.RequestHandler):
         response.force_close()
         return response
 
-    async def finish_response(
+    def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
+    ) -> Coroutine[Any, Any, tuple[web.StreamResponse, bool]]:
         """Send `resp`; an aiohttp refusal raised outside the middlewares (an unknown
-        `Expect`, say) is put in OpenAI's shape first."""
-        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+        `Expect`, say) is put in OpenAI's shape first. (Both overrides here run for every
+        request: each hands back or calls the parent's method as it is, without `super()`
+        or a coroutine of its own.)"""
+        # `Exception` first: `web.HTTPException` is an ABC, whose isinstance runs Python code.
+        if (
+            isinstance(resp, Exception)
+            and isinstance(resp, web.HTTPException)
+            and resp.status >= 400
+        ):
             kind = "server_error" if resp.status >= 500 else "invalid_request_error"
             resp = render(ProxyError(resp.status, resp.reason, type=kind), new_request_id())
-        return await super().finish_response(request, resp, start_time)
+        return _FINISH_RESPONSE(self, request, resp, start_time)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; a body it refuses half-way fails the request reading it.
@@ -132,12 +144,15 @@ class OpenAIProtocol(web.RequestHandler):
         body it is, which would then wait for the rest of that body for ever. Ending that
         body with the refusal lets the request answer 400 now; the connection closes after.
         """
-        queued = len(self._messages)
-        super().data_received(data)
-        reading = self._current_request
-        if reading is None or len(self._messages) <= queued:
+        messages = self._messages
+        queued = len(messages)
+        _DATA_RECEIVED(self, data)
+        if len(messages) <= queued:
             return
-        refused, _ = self._messages[-1]
+        reading = self._current_request
+        if reading is None:
+            return
+        refused, _ = messages[-1]
         if isinstance(refused, _ErrInfo) and not reading.content.is_eof():
             reading.content.set_exception(refused.exc)
             self._lingering_time = 0.0  # nothing more of that body is worth reading

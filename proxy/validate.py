@@ -50,9 +50,12 @@ def form_values(
 def check(
     schema: type[Request], values: Mapping[str, object], *, strict: bool, mode: ValidationMode
 ) -> Request:
-    """The body as `schema` reads it, or OpenAI's 400 for its first problem."""
+    """The body as `schema` reads it, or OpenAI's 400 for its first problem.
+
+    pydantic-core's validator is called as `model_validate` calls it, less that classmethod's
+    own frame and keyword handling (a third of the cost, on every documented request)."""
     try:
-        body = schema.model_validate(values, strict=strict)
+        body: Request = schema.__pydantic_validator__.validate_python(values, strict=strict)
     except ValidationError as exc:
         raise refusal(exc) from None
     body.check(mode)

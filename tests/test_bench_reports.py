@@ -1,4 +1,5 @@
-"""The verdicts of the scale and RSS-soak report generators, run as bench/*.sh runs them.
+"""The verdicts of the report generators (pass-through, scale, RSS soak), run as bench/*.sh
+runs them.
 
 Each test writes the raw files a benchmark leaves (wrk outputs, checks, upstream counts, RSS
 samples) and runs the generator's command line on them: the figures are made up, the
@@ -161,3 +162,39 @@ def test_rss_soak_with_a_short_segment_is_invalid(tmp_path: Path) -> None:
     assert status == 1
     assert "segment 4: 30,000 of 100,000 responses" in report
     assert "**INVALID**" in report
+
+
+def passthrough_raw(tmp_path: Path, rounds: dict[str, list[tuple[float, float]]]) -> Path:
+    """A clean pass-through run: one direct run per request, then (floor, tollgate) rps per
+    round for each request in `rounds` (others: 5000 and 4000, three rounds)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for request in REQUESTS:
+        (raw / f"direct-{request}.txt").write_text(wrk_output(90000, 900000), encoding="utf-8")
+        for path in ("direct", "floor", "tollgate"):
+            (raw / f"{path}-{request}.check").write_text("200\n", encoding="utf-8")
+        for number, pair in enumerate(rounds.get(request, [(5000, 4000)] * 3), start=1):
+            for path, value in zip(("floor", "tollgate"), pair, strict=True):
+                out = raw / f"{path}-{request}.r{number}.txt"
+                out.write_text(wrk_output(value, int(value * 5)), encoding="utf-8")
+    return raw
+
+
+def test_passthrough_ratio_is_the_median_of_the_rounds_ratios(tmp_path: Path) -> None:
+    """Round by round 0.80, 0.50, 0.65: the ratio is 0.65 (a miss), not the 0.80 that the
+    medians of the two paths' rps (1000 and 800) would make."""
+    rounds = {"images": [(1000.0, 800.0), (2000.0, 1000.0), (1000.0, 650.0)]}
+    status, report = run_report("report.py", passthrough_raw(tmp_path, rounds))
+    assert status == 0
+    assert "- `POST /v1/images/generations`: tollgate/floor = 0.65, MISSES the target" in report
+    assert "- `GET /v1/models`: tollgate/floor = 0.80, meets the target" in report
+    assert "| `POST /v1/images/generations` | 2 | 2,000 | 1,000 | 0.50x |" in report
+
+
+def test_passthrough_with_errors_in_one_round_is_invalid(tmp_path: Path) -> None:
+    raw = passthrough_raw(tmp_path, {})
+    (raw / "tollgate-models.r2.txt").write_text(wrk_output(4000, 20000, 500), encoding="utf-8")
+    status, report = run_report("report.py", raw)
+    assert status == 1
+    assert "- `GET /v1/models`: tollgate/floor = 0.80, INVALID: the run had errors" in report
+    assert "500 non-2xx/3xx of 60000" in report

@@ -29,6 +29,7 @@ from proxy.quota import Quota, not_billable
 from proxy.route import CALL, FIELDS
 from proxy.settings import QuotaSettings, Settings
 from proxy.store import open_store
+from proxy.tally import tally_for
 from proxy.tenancy import Credential
 from tests.conftest import (
     CLIENT_KEY,
@@ -399,7 +400,8 @@ async def quota_and_limiter(store_settings: dict[str, Any]) -> Any:
     store = open_store(Settings(**store_settings))
     limiter = open_limiter(store, QuotaSettings(), clock)
     policy = LimitsPolicy.model_validate({"default": ["1/minute"]})
-    metrics = QuotaMetrics(CollectorRegistry(), ["default"])
+    registry = CollectorRegistry()
+    metrics = QuotaMetrics(registry, ["default"], tally_for(registry))
     quota = Quota(Allowances(policy, PriceTable()), limiter, QuotaSettings(), clock, metrics)
     yield quota, limiter
     await store.close()
