@@ -4,20 +4,25 @@ Usage: python bench/report.py RAW_DIR --meta META_FILE --out REPORT.md
 
 RAW_DIR holds, for every path and request, `<path>-<request>.txt` (wrk --latency output) and
 `<path>-<request>.check` (the HTTP status curl saw before wrk ran), plus `<path>-<request>.curl`
-(`curl -sv` output) where that status was not 200. META_FILE holds `key=value` lines (machine
-and parameters), printed in order. The report goes to REPORT.md with the raw wrk outputs
-appended, and to stdout without them. Exits 1 if any run had errors.
+(`curl -sv` output) where that status was not 200. The floor and Tollgate are measured in
+rounds, `<path>-<request>.r<N>.txt`, taking turns: each round's tollgate/floor ratio compares
+two runs a few seconds apart, so the machine's load drifting during the benchmark shifts both
+alike, and the ratio reported is the median of the rounds'. META_FILE holds `key=value`
+lines (machine and parameters), printed in order. The report goes to REPORT.md with the raw
+wrk outputs appended, and to stdout without them. Exits 1 if any run had errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 PATHS = ("direct", "floor", "tollgate")
+_ROUND = re.compile(r"\.r(\d+)$")
 REQUESTS = {
     "models": "GET /v1/models",
     "moderations": "POST /v1/moderations",
@@ -86,10 +91,49 @@ def load_run(raw: Path, stem: str) -> Run:
     return parse_wrk(text, status or "none")
 
 
-def load_runs(raw: Path) -> dict[tuple[str, str], Run]:
-    """Every (path, request) run found in `raw`; a missing output counts as an empty run."""
+def round_stems(raw: Path, stem: str) -> list[str]:
+    """`<stem>.r1`, `<stem>.r2`, ... found in `raw`, in round order; `[stem]` when none."""
+    found = [(_ROUND.search(out.stem), out.stem) for out in raw.glob(f"{stem}.r*.txt")]
+    rounds = sorted((int(match.group(1)), name) for match, name in found if match)
+    return [name for _, name in rounds] or [stem]
+
+
+def load_rounds(raw: Path, stem: str) -> list[Run]:
+    """The runs of `stem`, one per round (each checked by `<stem>.check`)."""
+    check = raw / f"{stem}.check"
+    status = check.read_text(encoding="utf-8").strip() if check.exists() else "missing"
+    rounds = []
+    for name in round_stems(raw, stem):
+        out = raw / f"{name}.txt"
+        text = out.read_text(encoding="utf-8") if out.exists() else ""
+        rounds.append(parse_wrk(text, status or "none"))
+    return rounds
+
+
+def typical(rounds: list[Run]) -> Run:
+    """One run standing for `rounds`: the median rps and latencies, every problem counted."""
+    if len(rounds) == 1:
+        return rounds[0]
+    return Run(
+        rps=statistics.median(run.rps for run in rounds),
+        requests=sum(run.requests for run in rounds),
+        p50_ms=statistics.median(run.p50_ms for run in rounds),
+        p99_ms=statistics.median(run.p99_ms for run in rounds),
+        non_2xx=sum(run.non_2xx for run in rounds),
+        socket_errors=sum(run.socket_errors for run in rounds),
+        check=next((run.check for run in rounds if run.check != "200"), rounds[0].check),
+    )
+
+
+def round_ratios(top: list[Run], bottom: list[Run]) -> list[float]:
+    """`top / bottom` rps, round by round (rounds with nothing to divide by left out)."""
+    return [t.rps / b.rps for t, b in zip(top, bottom, strict=False) if b.rps > 0]
+
+
+def load_runs(raw: Path) -> dict[tuple[str, str], list[Run]]:
+    """Every (path, request) found in `raw`, as its rounds; a missing output is an empty run."""
     return {
-        (path, request): load_run(raw, f"{path}-{request}")
+        (path, request): load_rounds(raw, f"{path}-{request}")
         for path in PATHS
         for request in REQUESTS
     }
@@ -154,39 +198,59 @@ def raw_section(raw_dir: Path, runs: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
+def rounds_section(rounded: dict[str, tuple[list[Run], list[Run]]]) -> list[str]:
+    """Each request's rounds: floor and Tollgate rps, and their ratio, round by round."""
+    lines = ["", "## Rounds", "", "Floor and Tollgate took turns (the order alternating):", ""]
+    lines += ["| request | round | floor rps | tollgate rps | tollgate/floor |"]
+    lines += ["| --- | ---: | ---: | ---: | ---: |"]
+    for request, (floor, toll) in rounded.items():
+        for number, (f, t) in enumerate(zip(floor, toll, strict=False), start=1):
+            share = ratio(t.rps, f.rps)
+            lines.append(f"| `{REQUESTS[request]}` | {number} | {rps(f)} | {rps(t)} | {share} |")
+    return lines
+
+
 def render(
-    runs: dict[tuple[str, str], Run],
+    rounds: dict[tuple[str, str], list[Run]],
     meta: list[tuple[str, str]],
     raw_dir: Path,
     with_raw: bool = False,
 ) -> str:
     """The report as Markdown; `with_raw` appends the wrk outputs found in `raw_dir`."""
+    runs = {key: typical(found) for key, found in rounds.items()}
     lines = meta_section("Tollgate passthrough benchmark", meta)
     lines += [
         "",
         "## Results",
         "",
-        "rps = requests/second; latency p50 / p99 in ms; ⚠ = see Problems below.",
+        "rps = requests/second (the median of the rounds where there were several); latency "
+        "p50 / p99 in ms; tollgate/floor = the median of the rounds' ratios; ⚠ = see Problems "
+        "below.",
         "",
         "| request | direct rps | floor rps | tollgate rps | floor/direct | tollgate/floor "
         "| direct p50 / p99 | floor p50 / p99 | tollgate p50 / p99 |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     verdicts = []
+    rounded = {}
     for request, label in REQUESTS.items():
         direct, floor, toll = (runs[path, request] for path in PATHS)
+        shares = round_ratios(rounds["tollgate", request], rounds["floor", request])
+        share = statistics.median(shares) if shares else 0.0
+        rounded[request] = (rounds["floor", request], rounds["tollgate", request])
         lines.append(
             f"| `{label}` | {rps(direct)} | {rps(floor)} | {rps(toll)} "
-            f"| {ratio(floor.rps, direct.rps)} | **{ratio(toll.rps, floor.rps)}** "
+            f"| {ratio(floor.rps, direct.rps)} | **{share:.2f}x** "
             f"| {latency(direct)} | {latency(floor)} | {latency(toll)} |"
         )
-        share = toll.rps / floor.rps if floor.rps > 0 else 0.0
         verdict = "meets the target" if share >= TARGET else "MISSES the target"
         if toll.problems or floor.problems:
             verdict = "INVALID: the run had errors"
         verdicts.append(f"- `{label}`: tollgate/floor = {share:.2f}, {verdict}")
     lines += ["", f"## Target: Tollgate >= {TARGET:.1f}x floor rps (one worker each)", ""]
     lines += verdicts
+    if any(len(found) > 1 for found in rounds.values()):
+        lines += rounds_section(rounded)
     problems = [
         f"- **{path} `{REQUESTS[request]}`: {'; '.join(run.problems)}**"
         for (path, request), run in runs.items()
@@ -198,7 +262,12 @@ def render(
         "None: every curl check returned 200 and wrk saw no non-2xx or socket errors.",
     )
     if with_raw:
-        stems = [(f"{p}-{r}", f"{p} {label}") for p in PATHS for r, label in REQUESTS.items()]
+        stems = [
+            (stem, f"{stem.replace('-', ' ', 1)} ({label})")
+            for p in PATHS
+            for r, label in REQUESTS.items()
+            for stem in round_stems(raw_dir, f"{p}-{r}")
+        ]
         lines += raw_section(raw_dir, stems)
     return "\n".join(lines) + "\n"
 
@@ -224,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_runs(args.raw)
     meta = load_meta(args.meta)
     publish(args.out, render(runs, meta, args.raw, with_raw=True), render(runs, meta, args.raw))
-    return 1 if any(run.problems for run in runs.values()) else 0
+    return 1 if any(run.problems for found in runs.values() for run in found) else 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@
 # bare aiohttp forwarder bench/floor.py, (c) through Tollgate. One process serves each path.
 #
 # Usage: bash bench/run.sh            (from any directory)
-# Env:   BENCH_DURATION=10s  BENCH_CONNECTIONS=32  BENCH_THREADS=1
+# Env:   BENCH_DURATION=5s  BENCH_ROUNDS=5  BENCH_CONNECTIONS=32  BENCH_THREADS=1
+#
+# The floor and Tollgate run side by side and take turns, round by round (the order
+# alternating), BENCH_DURATION each: on a shared machine whose load drifts, a ratio of two
+# runs seconds apart is steadier than one of two runs a minute apart. The report gives the
+# median of the rounds' tollgate/floor ratios, and every round.
 #
 # CPU pinning: on a machine with 2+ cores and taskset, the servers (nginx, floor, Tollgate)
 # run on core 0 and wrk on core 1, so the load generator never steals the proxy's core. The
@@ -18,7 +23,10 @@ set -euo pipefail
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+BENCH_DURATION=${BENCH_DURATION:-5s}
 bench_init
+ROUNDS=${BENCH_ROUNDS:-5}
+[[ $ROUNDS =~ ^[0-9]+$ ]] && (( ROUNDS >= 1 && ROUNDS <= 20 )) || die "BENCH_ROUNDS must be 1..20"
 REQUESTS=(models moderations images)
 OUT=bench/results/passthrough-$DATE.md
 
@@ -33,25 +41,51 @@ bench_path() {  # bench_path PATHNAME BASE: warm-up then measure every request
   done
 }
 
+bench_rounds() {  # bench_rounds: floor and Tollgate in turns, ROUNDS rounds per request
+  local req round turn first second url
+  for req in "${REQUESTS[@]}"; do
+    check_request floor "$FLOOR_URL" "$req"
+    check_request tollgate "$TOLLGATE_URL" "$req"
+  done
+  for req in "${REQUESTS[@]}"; do
+    echo "  $req: warm-up $WARMUP each, then $ROUNDS rounds of $DURATION each" >&2
+    for turn in floor tollgate; do
+      url=FLOOR_URL
+      [[ $turn == tollgate ]] && url=TOLLGATE_URL
+      wrk_once "$CONNECTIONS" "$WARMUP" /dev/null "${!url}$(request_path "$req")" \
+        "bench/wrk/$req.lua"
+    done
+    for round in $(seq "$ROUNDS"); do
+      first=floor second=tollgate
+      (( round % 2 == 0 )) && first=tollgate second=floor
+      for turn in "$first" "$second"; do
+        url=FLOOR_URL
+        [[ $turn == tollgate ]] && url=TOLLGATE_URL
+        wrk_once "$CONNECTIONS" "$DURATION" "$TMP/raw/$turn-$req.r$round.txt" \
+          "${!url}$(request_path "$req")" "bench/wrk/$req.lua"
+      done
+    done
+  done
+}
+
 # --- upstream: nginx with canned OpenAI-shaped answers ------------------------------------
 start_canned_upstream
 
 # --- machine and parameters ---------------------------------------------------------------
-write_meta "$TMP/meta.txt" "per request and path"
+write_meta "$TMP/meta.txt" "per request and path (floor and Tollgate: per round)"
+echo "rounds=$ROUNDS (floor and Tollgate in turns, the order alternating; direct: one run)" \
+  >>"$TMP/meta.txt"
 echo "tollgate env=TOLLGATE_LOG__FORMAT=json (stdout to /dev/null), TOLLGATE_CACHE__ENABLED=false (pass-through), store memory, config bench/tollgate.bench.yaml (moderation off)" \
   >>"$TMP/meta.txt"
 
 echo "direct: nginx on $UPSTREAM" >&2
 bench_path direct "$UPSTREAM"
 
-# --- floor --------------------------------------------------------------------------------
+# --- floor and Tollgate, side by side, in turns --------------------------------------------
 start_floor
-bench_path floor "$FLOOR_URL"
-stop_server "$FLOOR_PID"
-
-# --- Tollgate -----------------------------------------------------------------------------
 start_tollgate tollgate bench/tollgate.bench.yaml TOLLGATE_CACHE__ENABLED=false
-bench_path tollgate "$TOLLGATE_URL"
+bench_rounds
+stop_server "$FLOOR_PID"
 stop_tollgate tollgate
 
 stop_server "$NGINX_PID"
