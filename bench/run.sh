@@ -4,12 +4,13 @@
 # bare aiohttp forwarder bench/floor.py, (c) through Tollgate. One process serves each path.
 #
 # Usage: bash bench/run.sh            (from any directory)
-# Env:   BENCH_DURATION=5s  BENCH_ROUNDS=5  BENCH_CONNECTIONS=32  BENCH_THREADS=1
+# Env:   BENCH_DURATION=5s  BENCH_ROUNDS=6  BENCH_CONNECTIONS=32  BENCH_THREADS=1
 #
 # The floor and Tollgate run side by side and take turns, round by round (the order
-# alternating), BENCH_DURATION each: on a shared machine whose load drifts, a ratio of two
-# runs seconds apart is steadier than one of two runs a minute apart. The report gives the
-# median of the rounds' tollgate/floor ratios, and every round.
+# alternating, so an even count puts each first equally often), BENCH_DURATION each: on a
+# shared machine whose load drifts, a ratio of two runs seconds apart is steadier than one of
+# two runs a minute apart. The report gives the median of the rounds' tollgate/floor ratios,
+# and every round.
 #
 # CPU pinning: on a machine with 2+ cores and taskset, the servers (nginx, floor, Tollgate)
 # run on core 0 and wrk on core 1, so the load generator never steals the proxy's core. The
@@ -25,7 +26,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BENCH_DURATION=${BENCH_DURATION:-5s}
 bench_init
-ROUNDS=${BENCH_ROUNDS:-5}
+ROUNDS=${BENCH_ROUNDS:-6}
 [[ $ROUNDS =~ ^[0-9]+$ ]] && (( ROUNDS >= 1 && ROUNDS <= 20 )) || die "BENCH_ROUNDS must be 1..20"
 REQUESTS=(models moderations images)
 OUT=bench/results/passthrough-$DATE.md

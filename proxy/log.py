@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import BinaryIO
@@ -127,13 +128,17 @@ class JsonCanonicalLine:
     """The JSON canonical line written without structlog's per-call machinery: the same
     stamp (`_Stamp`) on the same fields, rendered by orjson as structlog's `JSONRenderer`
     does (every field is JSON already, so its fallback for other objects is never needed),
-    then one write and flush, as `BytesLogger` does. The same bytes for a third of the
-    instructions."""
+    then one write, as `BytesLogger` does. The same bytes for a third of the instructions.
+
+    The flush that `BytesLogger` makes after every line comes once the event loop's turn is
+    over: the lines of all the answers finished in one turn leave in one system call, never
+    later than the loop's next wait for I/O."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stamp = _Stamp()
         self._write = stream.write
-        self._flush = stream.flush
+        self._stream_flush = stream.flush
+        self._flush_due = False
 
     def started(self, request: web.Request) -> None:
         """Nothing is written until the end."""
@@ -144,7 +149,16 @@ class JsonCanonicalLine:
         event["event"] = "request"
         self._stamp(None, "info", event)
         self._write(orjson.dumps(event, default=repr, option=orjson.OPT_APPEND_NEWLINE))
-        self._flush()
+        if not self._flush_due:
+            self._flush_due = True
+            try:
+                asyncio.get_running_loop().call_soon(self._flush)
+            except RuntimeError:  # called outside any event loop: nothing to wait for
+                self._flush()
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        self._stream_flush()
 
 
 def canonical_line(settings: LogSettings, stream: BinaryIO) -> CanonicalLine | JsonCanonicalLine:

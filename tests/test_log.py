@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -181,3 +182,32 @@ def test_defaults_are_openai_on_loopback() -> None:
     settings = Settings()
     assert settings.upstream.origin == "https://api.openai.com"
     assert (settings.host, settings.port, settings.store) == ("127.0.0.1", 8080, "memory")
+
+
+class _CountingStream(io.BytesIO):
+    """A log stream that counts its flushes and what each one covered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[int] = []
+
+    def flush(self) -> None:
+        self.flushed.append(self.getvalue().count(b"\n"))
+
+
+async def test_json_lines_of_one_loop_turn_are_flushed_together() -> None:
+    """Three answers finished in one turn of the event loop: three lines written at once,
+    one flush for them all when the turn is over, before anything waits for I/O."""
+    facts, outcome = Facts(), Outcome(status=200, bytes_in=0, bytes_out=10, seconds=0.01)
+    request = make_mocked_request("GET", "/v1/models")
+    stream = _CountingStream()
+    line = JsonCanonicalLine(stream)
+    for _ in range(3):
+        line.finished(request, facts, outcome)
+    assert stream.getvalue().count(b"\n") == 3
+    assert stream.flushed == []
+    await asyncio.sleep(0)
+    assert stream.flushed == [3]
+    line.finished(request, facts, outcome)
+    await asyncio.sleep(0)
+    assert stream.flushed == [3, 4]
