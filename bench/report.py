@@ -83,9 +83,10 @@ def parse_wrk(text: str, check: str) -> Run:
     )
 
 
-def load_run(raw: Path, stem: str) -> Run:
-    """The run saved in `raw` as `<stem>.txt` and `<stem>.check`; missing files count as empty."""
-    out, check = raw / f"{stem}.txt", raw / f"{stem}.check"
+def load_run(raw: Path, stem: str, checked_as: str | None = None) -> Run:
+    """The run saved in `raw` as `<stem>.txt` and `<stem>.check` (`<checked_as>.check` for a
+    round, checked once for all rounds); missing files count as empty."""
+    out, check = raw / f"{stem}.txt", raw / f"{checked_as or stem}.check"
     text = out.read_text(encoding="utf-8") if out.exists() else ""
     status = check.read_text(encoding="utf-8").strip() if check.exists() else "missing"
     return parse_wrk(text, status or "none")
@@ -100,14 +101,7 @@ def round_stems(raw: Path, stem: str) -> list[str]:
 
 def load_rounds(raw: Path, stem: str) -> list[Run]:
     """The runs of `stem`, one per round (each checked by `<stem>.check`)."""
-    check = raw / f"{stem}.check"
-    status = check.read_text(encoding="utf-8").strip() if check.exists() else "missing"
-    rounds = []
-    for name in round_stems(raw, stem):
-        out = raw / f"{name}.txt"
-        text = out.read_text(encoding="utf-8") if out.exists() else ""
-        rounds.append(parse_wrk(text, status or "none"))
-    return rounds
+    return [load_run(raw, name, checked_as=stem) for name in round_stems(raw, stem)]
 
 
 def typical(rounds: list[Run]) -> Run:

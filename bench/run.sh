@@ -42,8 +42,14 @@ bench_path() {  # bench_path PATHNAME BASE: warm-up then measure every request
   done
 }
 
+turn_url() {  # turn_url TURN REQ: the URL of request REQ on TURN (floor or tollgate)
+  local base=$FLOOR_URL
+  [[ $1 == tollgate ]] && base=$TOLLGATE_URL
+  echo "$base$(request_path "$2")"
+}
+
 bench_rounds() {  # bench_rounds: floor and Tollgate in turns, ROUNDS rounds per request
-  local req round turn first second url
+  local req round turn first second
   for req in "${REQUESTS[@]}"; do
     check_request floor "$FLOOR_URL" "$req"
     check_request tollgate "$TOLLGATE_URL" "$req"
@@ -51,19 +57,15 @@ bench_rounds() {  # bench_rounds: floor and Tollgate in turns, ROUNDS rounds per
   for req in "${REQUESTS[@]}"; do
     echo "  $req: warm-up $WARMUP each, then $ROUNDS rounds of $DURATION each" >&2
     for turn in floor tollgate; do
-      url=FLOOR_URL
-      [[ $turn == tollgate ]] && url=TOLLGATE_URL
-      wrk_once "$CONNECTIONS" "$WARMUP" /dev/null "${!url}$(request_path "$req")" \
+      wrk_once "$CONNECTIONS" "$WARMUP" /dev/null "$(turn_url "$turn" "$req")" \
         "bench/wrk/$req.lua"
     done
     for round in $(seq "$ROUNDS"); do
       first=floor second=tollgate
       (( round % 2 == 0 )) && first=tollgate second=floor
       for turn in "$first" "$second"; do
-        url=FLOOR_URL
-        [[ $turn == tollgate ]] && url=TOLLGATE_URL
         wrk_once "$CONNECTIONS" "$DURATION" "$TMP/raw/$turn-$req.r$round.txt" \
-          "${!url}$(request_path "$req")" "bench/wrk/$req.lua"
+          "$(turn_url "$turn" "$req")" "bench/wrk/$req.lua"
       done
     done
   done
