@@ -21,7 +21,7 @@ from proxy.admin import (
     own_listener,
 )
 from proxy.allowance import Allowances
-from proxy.auth import PRINCIPAL, Authenticator, auth_middleware
+from proxy.auth import Authenticator, auth_middleware
 from proxy.breaker import Breaker
 from proxy.cache import CacheRoom, ResponseCache, cache_middleware, cache_ttls
 from proxy.cachestore import open_cache_backend
@@ -43,7 +43,7 @@ from proxy.permit import permit_check
 from proxy.policy import Policy, load_policy
 from proxy.quota import QUOTA_STATS, Quota
 from proxy.quota_headers import add_rate_limit_headers
-from proxy.route import BODY, CALL, expect_handler, route_middleware
+from proxy.route import expect_handler, route_middleware
 from proxy.schemas import SCHEMAS
 from proxy.settings import Settings
 from proxy.store import Store, open_store
@@ -131,8 +131,8 @@ def _v1_handler(
     how much, is it acceptable content, is it cached, then upstream."""
 
     def forward(request: web.Request) -> Awaitable[web.StreamResponse]:
-        credential = request[PRINCIPAL].credential
-        return upstream.forward(request, request[BODY], request[FACTS], credential)
+        facts = request[FACTS]
+        return upstream.forward(request, facts.body, facts, facts.principal.credential)
 
     checks: list[tuple[Check, Applies]] = [
         (
@@ -193,7 +193,7 @@ def _per_operation(
     }
 
     def dispatch(request: web.Request) -> Awaitable[web.StreamResponse]:
-        return chains[request[CALL].operation](request)
+        return chains[request[FACTS].call.operation](request)
 
     return dispatch
 

@@ -46,9 +46,6 @@ class Principal:
     limits: Mapping[str, str] = field(default_factory=dict)
 
 
-PRINCIPAL = web.RequestKey("principal", Principal)
-
-
 class StoreDown(ProxyError):
     """503: keys cannot be checked right now."""
 
@@ -112,7 +109,7 @@ def bearer_token(header: str) -> str | None:
 
 
 def auth_middleware(authenticator: Authenticator, lockout: Lockout) -> Middleware:
-    """Attach `PRINCIPAL` to every `/v1` request, or refuse it with `invalid_api_key`
+    """Set the facts' `principal` for every `/v1` request, or refuse it with `invalid_api_key`
     (or 429, from an address with too many failures: see proxy/lockout.py)."""
 
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -127,7 +124,7 @@ def auth_middleware(authenticator: Authenticator, lockout: Lockout) -> Middlewar
             raise Unauthorized(_INCORRECT)
         facts = request[FACTS]
         facts.key_id, facts.user, facts.team = principal.key_id, principal.user, principal.team
-        request[PRINCIPAL] = principal
+        facts.principal = principal
         return await handler(request)
 
     return auth

@@ -24,7 +24,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict
 
-from proxy.auth import PRINCIPAL
 from proxy.breaker import BreakerOpen
 from proxy.cachestore import PREFIX, CacheBackend
 from proxy.call import Call
@@ -32,7 +31,6 @@ from proxy.context import FACTS, Facts
 from proxy.endpoints import ENDPOINTS
 from proxy.instruments import CacheStats
 from proxy.keys import Clock
-from proxy.route import CALL, FIELDS
 from proxy.settings import CacheSettings
 from proxy.store import StoreUnavailable
 
@@ -203,7 +201,8 @@ class CacheRoom:
         return operation in self.ttls or operation == "models.delete"
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        call, facts = request[CALL], request[FACTS]
+        facts = request[FACTS]
+        call = facts.call
         if call.operation == "models.delete":
             return await self._invalidating(request, handler, call)
         ttl = self.ttls.get(call.operation)
@@ -213,9 +212,8 @@ class CacheRoom:
         if "no-store" in directives:
             self.cache.stats.bypass()
             return _mark(await handler(request), "bypass", facts)
-        scope = request[PRINCIPAL].credential.scope
-        fields = request[FIELDS]
-        key = cache_key(scope, call, request, fields)
+        scope = facts.principal.credential.scope
+        key = cache_key(scope, call, request, facts.fields)
         if "no-cache" not in directives:
             entry = await self.cache.lookup(key)
             if entry is not None:
@@ -306,7 +304,7 @@ class CacheRoom:
         """A deleted model leaves no stale copy of itself or of its scope's listing."""
         response = await handler(request)
         if 200 <= response.status < 300 and call.model:
-            scope = request[PRINCIPAL].credential.scope
+            scope = request[FACTS].principal.credential.scope
             await self.cache.drop(model_keys(scope, call.model))
         return response
 

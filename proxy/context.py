@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from proxy.settings import Settings
+
+if TYPE_CHECKING:
+    from proxy.auth import Principal
+    from proxy.body import Body
+    from proxy.call import Call
+    from proxy.multipart import FormFile
+    from proxy.quota import Billing
 
 
 def new_request_id() -> str:
@@ -30,7 +38,13 @@ class Outcome:
 
 @dataclass(init=False)
 class Facts:
-    """What is known about one request; filled in by each room, written out by the log room.
+    """What is known about one request, and what the rooms hand on to the ones after them.
+
+    Filled in by each room, and written out by the log room. What is handed on (the principal,
+    the call, the body and its fields and files, the rate-limit headers and billing) is set
+    once each, by the room that works it out, before any room that reads it runs (reading one
+    earlier is an AttributeError, a programming error, as a missing request key was). One
+    record reached through one request key: every `request[KEY]` is a Python-level call.
 
     Made for every request, so only `started` is set at first: every other fact reads its
     class-level default until a room sets it (twenty assignments and a slotted dataclass's
@@ -38,6 +52,15 @@ class Facts:
     """
 
     started: float
+    # Handed on (see above):
+    principal: Principal = field(repr=False)  # auth: whose key it is
+    call: Call = field(repr=False)  # route: what it asks for
+    fields: dict[str, Any] = field(repr=False)  # route: the body's JSON or form text fields
+    files: tuple[FormFile, ...] = field(repr=False)  # route: a form's file parts
+    body: Body = field(default=b"", repr=False)  # route: what goes upstream (enduser may add)
+    rate_headers: dict[str, str] | None = field(default=None, repr=False)  # quota: x-ratelimit-*
+    billing: Billing | None = field(default=None, repr=False)  # quota: of a charged request
+    # What the log line and the metrics report, and what it is worked out from:
     key_id: str | None = None
     user: str | None = None
     team: str | None = None

@@ -15,11 +15,9 @@ import orjson
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 
-from proxy.auth import PRINCIPAL
 from proxy.body import SpooledBody, StreamedBody
 from proxy.call import IMAGE_OPERATIONS
-from proxy.context import Check
-from proxy.route import BODY, CALL, FIELDS
+from proxy.context import FACTS, Check, Facts
 from proxy.tenancy import Tenancy
 
 
@@ -43,14 +41,14 @@ def _tag_json(body: bytes, fields: dict[str, object], pseudonym: str) -> bytes:
     return body[:brace] + member + b"," + body[brace:]
 
 
-def tag_user(request: web.Request, pseudonym: str) -> None:
+def tag_user(request: web.Request, facts: Facts, pseudonym: str) -> None:
     """Give the image request `pseudonym` as its `user`, unless it has one already."""
-    fields, body = request[FIELDS], request[BODY]
+    fields, body = facts.fields, facts.body
     if "user" in fields:
         return
     if isinstance(body, bytes):
-        request[BODY] = _tag_json(body, fields, pseudonym)
-    elif request[CALL].fields_complete:
+        facts.body = _tag_json(body, fields, pseudonym)
+    elif facts.call.fields_complete:
         _tag_form(request, body, pseudonym)
 
 
@@ -58,8 +56,9 @@ def enduser_check(tenancy: Tenancy) -> Check:
     """Set OpenAI's `user` field on the three image operations."""
 
     def enduser(request: web.Request) -> None:
-        if request[CALL].operation in IMAGE_OPERATIONS:
-            principal = request[PRINCIPAL]
-            tag_user(request, tenancy.pseudonym(principal.team, principal.user))
+        facts = request[FACTS]
+        if facts.call.operation in IMAGE_OPERATIONS:
+            principal = facts.principal
+            tag_user(request, facts, tenancy.pseudonym(principal.team, principal.user))
 
     return enduser

@@ -23,7 +23,6 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from proxy.context import Facts, Outcome
 from proxy.instruments import IMAGE_OPERATIONS, NONE, RequestMeter
-from proxy.route import CALL
 from proxy.settings import MetricsSettings
 
 EXPOSITION = web.AppKey("exposition", CollectorRegistry)
@@ -68,9 +67,9 @@ async def expose(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _images(meter: RequestMeter, request: web.Request, team: str, status: int) -> None:
-    call = request.get(CALL)
-    if call is None or call.operation not in IMAGE_OPERATIONS or not 200 <= status < 300:
+def _images(meter: RequestMeter, facts: Facts, team: str, status: int) -> None:
+    call = facts.call
+    if call.operation not in IMAGE_OPERATIONS or not 200 <= status < 300:
         return
     model, size, quality = call.model or NONE, call.size or NONE, call.quality or NONE
     meter.tally.inc(meter.image(team, model, size, quality), call.n or 1)
@@ -94,7 +93,7 @@ def observe(meter: RequestMeter, request: web.Request, facts: Facts, outcome: Ou
     if meter.per_user and facts.user is not None:
         tally.inc(meter.user(team, facts.user))
     if operation in IMAGE_OPERATIONS:
-        _images(meter, request, team, outcome.status)
+        _images(meter, facts, team, outcome.status)
 
 
 class RequestMetrics:

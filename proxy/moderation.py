@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from proxy.auth import PRINCIPAL, Principal
+from proxy.auth import Principal
 from proxy.body import SpooledBody
 from proxy.cache import Entry, ResponseCache
 from proxy.cachestore import PREFIX
@@ -35,7 +35,6 @@ from proxy.instruments import ModerationStats
 from proxy.keys import Clock
 from proxy.moderation_policy import ModerationPolicy, ModerationRules
 from proxy.quota import not_billable
-from proxy.route import BODY, CALL, FIELDS, FILES
 from proxy.store import StoreUnavailable
 from proxy.strikes import StrikeBook
 from proxy.tenancy import Credential
@@ -111,12 +110,12 @@ class Inputs:
         return orjson.dumps([self.text, digests]).decode()
 
 
-def input_images(request: web.Request) -> list[bytes]:
+def input_images(facts: Facts) -> list[bytes]:
     """The input image of a held form (the omni model takes one image a check)."""
-    body = request[BODY]
+    body = facts.body
     if not isinstance(body, SpooledBody):
         return []
-    for part in request[FILES]:
+    for part in facts.files:
         if part.name.startswith("image") and part.span is not None:
             return [body.read(*part.span)]
     return []
@@ -201,7 +200,8 @@ class Moderator:
         return any(operation in rules.operations or operation in rules.images for rules in every)
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        call, principal = request[CALL], request[PRINCIPAL]
+        facts = request[FACTS]
+        call, principal = facts.call, facts.principal
         rules = self.policy.rules_for(principal.team)
         checks_text = call.operation in rules.operations
         checks_image = call.operation in rules.images
@@ -209,14 +209,13 @@ class Moderator:
             return await handler(request)
         if call.operation.startswith("images."):
             await self._refuse_if_struck_out(principal)
-        fields = request[FIELDS]
-        text = moderated_text(call, fields) if checks_text else None
-        images = input_images(request) if checks_image else []
+        text = moderated_text(call, facts.fields) if checks_text else None
+        images = input_images(facts) if checks_image else []
         if text is None and checks_text:
             return await self._nothing_to_check(request, handler, call)
         if text is not None or images:
             try:
-                await self._check(request[FACTS], principal, rules, Inputs(text, images))
+                await self._check(facts, principal, rules, Inputs(text, images))
             except (ContentPolicyViolation, ModerationUnavailable):
                 not_billable(request, "moderation_refused")
                 raise

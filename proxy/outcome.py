@@ -17,11 +17,10 @@ from aiohttp.typedefs import Handler, Middleware
 
 from proxy.body import SpooledBody, StreamedBody
 from proxy.context import FACTS, Facts, Outcome
-from proxy.route import BODY
 
 
-def _bytes_in(request: web.Request) -> int:
-    body = request.get(BODY)
+def _bytes_in(facts: Facts) -> int:
+    body = facts.body
     if isinstance(body, bytes):  # first: JSON bodies, and none at all, are the common case
         return len(body)
     if isinstance(body, StreamedBody):
@@ -49,7 +48,7 @@ def finish(request: web.Request, facts: Facts, response: web.StreamResponse | No
     """The request's outcome, measured now, and kept in `facts`."""
     facts.outcome = Outcome(
         status=_status(response, facts),
-        bytes_in=_bytes_in(request),
+        bytes_in=_bytes_in(facts),
         bytes_out=_bytes_out(response),
         seconds=time.perf_counter() - facts.started,
     )

@@ -6,10 +6,8 @@ from fnmatch import fnmatchcase
 
 from aiohttp import web
 
-from proxy.auth import PRINCIPAL
-from proxy.context import Check
+from proxy.context import FACTS, Check
 from proxy.errors import ProxyError
-from proxy.route import CALL
 
 
 class NotPermitted(ProxyError):
@@ -30,7 +28,8 @@ def permit_check() -> Check:
     """Refuse, before anything is sent, what the principal's key is not allowed to use."""
 
     def permit(request: web.Request) -> None:
-        principal, call = request[PRINCIPAL], request[CALL]
+        facts = request[FACTS]
+        principal, call = facts.principal, facts.call
         if not allowed(call.operation, principal.allowed_operations):
             raise NotPermitted(
                 f"This key is not allowed to use {call.operation}.",

@@ -26,17 +26,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.allowance import Allowances, Groups
-from proxy.auth import PRINCIPAL
 from proxy.breaker import BreakerOpen
-from proxy.call import Call
 from proxy.context import FACTS, Facts
 from proxy.instruments import QuotaMetrics
 from proxy.keys import Clock
 from proxy.limiter import Admission, Charge, Limiter
 from proxy.limits import Kind
 from proxy.quota_errors import OverLimit, QuotaUnavailable, worst_refusal
-from proxy.quota_headers import HEADERS, NO_HEADERS, rate_limit_headers
-from proxy.route import CALL, FIELDS
+from proxy.quota_headers import rate_limit_headers
 from proxy.settings import QuotaSettings
 from proxy.store import StoreUnavailable
 
@@ -61,13 +58,13 @@ class Billing:
     waived: str | None = None
 
 
-BILLING = web.RequestKey("billing", Billing)
 QUOTA_STATS = web.AppKey("quota_stats", QuotaStats)
 
 
 def not_billable(request: web.Request, reason: str) -> None:
     """For rooms after quota: this request got no billable answer; give its charge back."""
-    billing = request.get(BILLING)
+    facts = request.get(FACTS)
+    billing = facts.billing if facts is not None else None
     if billing is not None and billing.waived is None:
         billing.waived = reason
 
@@ -118,36 +115,32 @@ class Quota:
 
     async def stage(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Limit the request, then count its estimated spend if its answer was billable."""
-        call = request[CALL]
-        principal = request[PRINCIPAL]
+        facts = request[FACTS]
+        call, principal = facts.call, facts.principal
         groups = self._allowances.groups(principal, call.operation)
-        request[HEADERS] = NO_HEADERS  # found by `add_rate_limit_headers` without a KeyError
         if groups:
-            response = await self._limited(request, handler, call, groups)
+            response = await self._limited(request, handler, facts, groups)
         else:
             response = await handler(request)
         if 200 <= response.status < 300 and self._allowances.priced(call.operation):
-            fields = request[FIELDS]
-            micros = self._allowances.price(call, fields)
+            micros = self._allowances.price(call, facts.fields)
             if micros:
                 self._metrics.spent(principal.team, micros)
         return response
 
     async def _limited(
-        self, request: web.Request, handler: Handler, call: Call, groups: Groups
+        self, request: web.Request, handler: Handler, facts: Facts, groups: Groups
     ) -> web.StreamResponse:
         """Charge, refuse or admit; after the answer, settle (refund, free slots)."""
-        fields: dict[str, object] = request[FIELDS]
-        charges = self._allowances.costs(groups, call, fields)
+        charges = self._allowances.costs(groups, facts.call, facts.fields)
         if not charges:
             return await handler(request)
-        facts = request[FACTS]
         facts.quota_cost = _cost(charges)
         admission = await self._admit(charges, facts)
         if admission is None:
             return await handler(request)
-        request[HEADERS] = rate_limit_headers(admission.readings)
-        billing = request[BILLING] = Billing()
+        facts.rate_headers = rate_limit_headers(admission.readings)
+        billing = facts.billing = Billing()
         cancelled = False
         try:
             return await handler(request)

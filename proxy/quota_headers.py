@@ -8,16 +8,13 @@ duration format); spend amounts are US dollars. Shadow and concurrency limits ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from types import MappingProxyType
+from collections.abc import Iterable
 
 from aiohttp import web
 
+from proxy.context import FACTS
 from proxy.limiter import NEVER, Reading
 from proxy.limits import Kind, dollars
-
-HEADERS: web.RequestKey[Mapping[str, str]] = web.RequestKey[Mapping[str, str]]("ratelimit_headers")
-NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # what a request without limits gets
 
 
 def duration(ms: int) -> str:
@@ -70,6 +67,6 @@ def retry_after(ms: int) -> dict[str, str]:
 async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: put the request's headers on whatever answer it gets, upstream's
     own `x-ratelimit-*` included (Tollgate's limits are the ones that bind its clients)."""
-    headers = request.get(HEADERS)
-    if headers:
-        response.headers.update(headers)
+    facts = request.get(FACTS)
+    if facts is not None and facts.rate_headers:
+        response.headers.update(facts.rate_headers)

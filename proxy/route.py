@@ -26,11 +26,6 @@ from proxy.multipart import (
     split_form,
 )
 
-CALL = web.RequestKey("call", Call)
-BODY: web.RequestKey[Body] = web.RequestKey[Body]("body")
-FIELDS: web.RequestKey[dict[str, Any]] = web.RequestKey[dict[str, Any]]("fields")
-FILES: web.RequestKey[tuple[FormFile, ...]] = web.RequestKey[tuple[FormFile, ...]]("files")
-
 FORM_HEAD_LIMIT = 64 * 1024
 
 _BAD_JSON = (
@@ -211,7 +206,7 @@ def expect_handler(limit: int) -> Callable[[web.Request], Awaitable[None]]:
 def route_middleware(
     table: EndpointTable, *, passthrough: bool, limit: int, hold_forms: bool = False
 ) -> Middleware:
-    """Attach `CALL`, `BODY`, `FIELDS` and `FILES` to every `/v1` request, or refuse it.
+    """Set the facts' `call`, `body`, `fields` and `files` for every `/v1` request, or refuse it.
 
     Refusals are 400 (a header value not UTF-8, a body the HTTP parser gave up on half-way),
     404, 405 (TRACE and the like) and 413. With `hold_forms`, documented forms are read
@@ -236,7 +231,7 @@ def route_middleware(
             raise InvalidRequest(BROKEN_BODY) from None
         facts = request[FACTS]
         facts.operation, facts.model = call.operation, call.model
-        request[CALL], request[BODY], request[FIELDS], request[FILES] = call, body, fields, files
+        facts.call, facts.body, facts.fields, facts.files = call, body, fields, files
         try:
             return await handler(request)
         finally:

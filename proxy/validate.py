@@ -1,8 +1,8 @@
 """The validate room: a documented request is checked against the reference before it is sent.
 
-JSON bodies are checked from the fields the route room parsed (`FIELDS`, never parsed again),
+JSON bodies are checked from the fields the route room parsed (`fields`, never parsed again),
 strictly typed as JSON is; multipart forms from their text fields, typed loosely as form text
-is (`n=2`), and their files (`FILES`), whose bytes a held form keeps in its spool. A refusal is
+is (`n=2`), and their files (`files`), whose bytes a held form keeps in its spool. A refusal is
 OpenAI's 400 `invalid_request_error` with `param` naming the field, and nothing goes upstream.
 """
 
@@ -14,9 +14,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from proxy.body import Body, SpooledBody
-from proxy.context import Check
+from proxy.context import FACTS, Check
 from proxy.multipart import FormFile
-from proxy.route import BODY, CALL, FIELDS, FILES
 from proxy.schemas import SCHEMAS, Request, UploadedFile
 from proxy.settings import ValidationMode
 from proxy.wording import refusal
@@ -66,12 +65,13 @@ def validate_check(mode: ValidationMode) -> Check:
     """Refuse a documented request that breaks its reference, unless validation is `off`."""
 
     def validate(request: web.Request) -> None:
-        schema = SCHEMAS.get(request[CALL].operation)
+        facts = request[FACTS]
+        schema = SCHEMAS.get(facts.call.operation)
         if schema is not None and mode != "off":
-            body, fields = request[BODY], request[FIELDS]
+            body, fields = facts.body, facts.fields
             if isinstance(body, bytes):
                 check(schema, fields, strict=True, mode=mode)
             else:
-                check(schema, form_values(fields, request[FILES], body), strict=False, mode=mode)
+                check(schema, form_values(fields, facts.files, body), strict=False, mode=mode)
 
     return validate

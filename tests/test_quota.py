@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
 
 from proxy.allowance import Allowances
-from proxy.auth import PRINCIPAL, Principal
+from proxy.auth import Principal
 from proxy.call import Call
 from proxy.context import FACTS, Facts
 from proxy.errors import ProxyError, render
@@ -26,7 +26,6 @@ from proxy.limits import LimitsPolicy
 from proxy.policy import Policy, StaticKey
 from proxy.prices import PriceTable
 from proxy.quota import Quota, not_billable
-from proxy.route import CALL, FIELDS
 from proxy.settings import QuotaSettings, Settings
 from proxy.store import open_store
 from proxy.tally import tally_for
@@ -415,8 +414,8 @@ async def _through_quota(
     principal = Principal("key_alice", "alice", "red", Credential("c", "http://x", {}, "s"))
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        request[FACTS], request[PRINCIPAL] = facts, principal
-        request[CALL], request[FIELDS] = Call("moderations.create", True), {}
+        request[FACTS], facts.principal = facts, principal
+        facts.call, facts.fields = Call("moderations.create", True), {}
         try:
             return await quota.stage(request, later)
         except ProxyError as refused:
