@@ -14,16 +14,26 @@ worker's scrape reports the whole server.
 from __future__ import annotations
 
 import os
+from collections import Counter as Counts
 from collections.abc import AsyncIterator, Callable
+from functools import partial
+from operator import is_not, itemgetter
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, values
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    generate_latest,
+    values,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy.context import Facts, Outcome
 from proxy.instruments import IMAGE_OPERATIONS, NONE, RequestMeter
 from proxy.settings import MetricsSettings
+from proxy.tally import observe_all
 
 EXPOSITION = web.AppKey("exposition", CollectorRegistry)
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -67,55 +77,124 @@ async def expose(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _images(meter: RequestMeter, facts: Facts, team: str, status: int) -> None:
-    call = facts.call
-    if call.operation not in IMAGE_OPERATIONS or not 200 <= status < 300:
-        return
-    model, size, quality = call.model or NONE, call.size or NONE, call.quality or NONE
-    meter.tally.inc(meter.image(team, model, size, quality), call.n or 1)
-
-
-def observe(meter: RequestMeter, request: web.Request, facts: Facts, outcome: Outcome) -> None:
-    """Count one finished request from its facts, each measured once elsewhere."""
-    tally = meter.tally
-    operation, team = facts.operation or NONE, facts.team or NONE
-    tally.inc(meter.request(operation, outcome.status, team))
-    children = meter.operation(operation)
-    tally.observe(children.duration, outcome.seconds)
-    if outcome.bytes_in:
-        tally.inc(children.bytes_in, outcome.bytes_in)
-    if outcome.bytes_out:
-        tally.inc(children.bytes_out, outcome.bytes_out)
-    if facts.upstream_seconds is not None:
-        tally.observe(children.upstream, facts.upstream_seconds)
-    if facts.upstream_error is not None:
-        tally.inc(meter.upstream_errors[facts.upstream_error])
-    if meter.per_user and facts.user is not None:
-        tally.inc(meter.user(team, facts.user))
-    if operation in IMAGE_OPERATIONS:
-        _images(meter, facts, team, outcome.status)
+# A finished request as the metrics count it; the fields, in order, of `RequestMetrics.Row`.
+Row = tuple[
+    int,  # status
+    str,  # team (`none` before it is known)
+    float,  # seconds, arrival to answer
+    int,  # request body bytes
+    int,  # response body bytes
+    float | None,  # seconds until upstream's answer headers, when it was asked
+    str | None,  # upstream error kind
+    Counter | None,  # the user's child of the per-user counter, when per-user metrics are on
+    tuple[str | None, str | None, str | None, int | None] | None,  # model, size, quality, n
+]
+_STATUS_TEAM = itemgetter(0, 1)
+_SECONDS = itemgetter(2)
+_BYTES_IN = itemgetter(3)
+_BYTES_OUT = itemgetter(4)
+_UPSTREAM_SECONDS = itemgetter(5)
+_UPSTREAM_ERROR = itemgetter(6)
+_USER = itemgetter(7)
+_TEAM_IMAGES = itemgetter(1, 8)
+_KNOWN = partial(is_not, None)
+BATCH = 256  # rows kept before they are counted, when nobody reads the metrics sooner
 
 
 class RequestMetrics:
-    """The metrics room as an observer of the request's life: `/v1` requests only."""
+    """The metrics room as an observer of the request's life: `/v1` requests only.
+
+    Each finished request is kept as one row (a tuple of what it counts), by operation, and
+    the rows are counted into the meter's children in bulk when the metrics are read or
+    `BATCH` rows have piled up: per operation and label set, with `collections.Counter`,
+    `sum` and `map` over `itemgetter`s (C-level passes), the same totals as an update per
+    request for a tenth of the Python calls. With metrics shared between processes, every
+    row is counted at once (another worker's scrape cannot fold this one's rows).
+
+    Per-user children are found as each request finishes, so the first users to come are
+    the ones with labels of their own, as they would be counted one by one. Image label sets
+    are admitted as a batch is counted: at the cap, among the sets first seen in one batch,
+    those of one operation come before another's."""
 
     def __init__(self, meter: RequestMeter) -> None:
         self._meter = meter
+        self._rows: dict[str, list[Row]] = {}
+        self._kept = 0
+        self._in_flight = 0
+        self._batch = 1 if meter.tally.immediate else BATCH
+        meter.tally.fold_first(self)
 
     def started(self, request: web.Request) -> None:
         """One more request in flight."""
         if request.path.startswith("/v1/"):
-            tally = self._meter.tally
-            tally.inc(self._meter.in_flight)
-            tally.done()
+            self._in_flight += 1
+            if self._batch == 1:
+                self._meter.in_flight.set(self._in_flight)
 
     def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
-        """One fewer in flight, and the request counted."""
-        if request.path.startswith("/v1/"):
-            tally = self._meter.tally
-            tally.inc(self._meter.in_flight, -1.0)
-            observe(self._meter, request, facts, outcome)
-            tally.done()
+        """One fewer in flight, and the request kept to be counted."""
+        if not request.path.startswith("/v1/"):
+            return
+        self._in_flight -= 1
+        meter, operation, team = self._meter, facts.operation or NONE, facts.team or NONE
+        asked = None
+        if operation in IMAGE_OPERATIONS:
+            call = facts.call
+            asked = (call.model, call.size, call.quality, call.n)
+        row = (
+            outcome.status,
+            team,
+            outcome.seconds,
+            outcome.bytes_in,
+            outcome.bytes_out,
+            facts.upstream_seconds,
+            facts.upstream_error,
+            meter.user(team, facts.user) if meter.per_user and facts.user else None,
+            asked,
+        )
+        rows = self._rows.get(operation)
+        if rows is None:
+            rows = self._rows[operation] = []
+        rows.append(row)
+        self._kept += 1
+        if self._kept >= self._batch:
+            self.fold()
+
+    def fold(self) -> None:
+        """Count every kept row into the meter's children, and keep none."""
+        rows, self._rows, self._kept = self._rows, {}, 0
+        meter = self._meter
+        meter.in_flight.set(self._in_flight)
+        for operation, kept in rows.items():
+            _count(meter, operation, kept)
+
+
+def _count(meter: RequestMeter, operation: str, rows: list[Row]) -> None:
+    """One operation's rows into its children: requests, latency, bytes, upstream, users."""
+    for (status, team), count in Counts(map(_STATUS_TEAM, rows)).items():
+        meter.request(operation, status, team).inc(count)
+    children = meter.operation(operation)
+    observe_all(children.duration, list(map(_SECONDS, rows)))
+    children.bytes_in.inc(sum(map(_BYTES_IN, rows)))
+    children.bytes_out.inc(sum(map(_BYTES_OUT, rows)))
+    observe_all(children.upstream, list(filter(_KNOWN, map(_UPSTREAM_SECONDS, rows))))
+    for kind, count in Counts(filter(_KNOWN, map(_UPSTREAM_ERROR, rows))).items():
+        meter.upstream_errors[kind].inc(count)
+    if meter.per_user:
+        for child, count in Counts(filter(_KNOWN, map(_USER, rows))).items():
+            child.inc(count)
+    if operation in IMAGE_OPERATIONS:
+        _count_images(meter, rows)
+
+
+def _count_images(meter: RequestMeter, rows: list[Row]) -> None:
+    """Images in the successful answers, by team and the model, size and quality asked."""
+    done = [row for row in rows if 200 <= row[0] < 300]
+    for (team, asked), count in Counts(map(_TEAM_IMAGES, done)).items():
+        if asked is not None:
+            model, size, quality, n = asked
+            child = meter.image(team, model or NONE, size or NONE, quality or NONE)
+            child.inc(count * (n or 1))
 
 
 def _own_port_app(registry: CollectorRegistry) -> web.Application:

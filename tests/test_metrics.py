@@ -11,10 +11,13 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
 from proxy.app import INSTRUMENTS
+from proxy.call import Call
+from proxy.context import Facts, Outcome
 from proxy.instruments import (
     IMAGE_LABEL_SETS,
     MODERATION_CATEGORIES,
@@ -22,9 +25,10 @@ from proxy.instruments import (
     UPSTREAM_ERRORS,
     QuotaMetrics,
     RequestMeter,
+    current,
 )
 from proxy.limits import LimitsPolicy
-from proxy.metrics import exposition_registry
+from proxy.metrics import BATCH, RequestMetrics, exposition_registry
 from proxy.prices import PriceTable
 from proxy.settings import MetricsSettings, Settings
 from tests.conftest import (
@@ -372,3 +376,83 @@ async def test_spend_of_an_operation_priced_per_request_is_counted(
     samples = await metrics_of(proxy)
     spend = value(samples, "tollgate_spend_estimated_dollars_total", team="red")
     assert spend == pytest.approx(0.02)
+
+
+def _finished_requests() -> list[tuple[str, Facts, Outcome]]:
+    """Requests of every kind the metrics tell apart: operations (and none, refused before
+    the route), statuses, teams, users, upstream errors, image parameters and counts."""
+    requests: list[tuple[str, Facts, Outcome]] = []
+    for number in range(40):
+        facts = Facts()
+        facts.team = ("red", "blue", None)[number % 3]
+        facts.user = ("alice", "bob", "carol", None)[number % 4]
+        if number % 5:
+            operation = ("models.list", "images.generate", "moderations.create")[number % 3]
+            facts.operation = operation
+            facts.call = Call(operation, True, ("dall-e-3", None)[number % 2], n=number % 4 or None)
+            facts.upstream_seconds = number / 100 if number % 7 else None
+            facts.upstream_error = ("timeout", "5xx", None, None)[number % 4]
+        status = (200, 201, 400, 429, 502, 499)[number % 6]
+        requests.append(("/v1/models", facts, Outcome(status, number * 10, number, number / 50)))
+    return requests
+
+
+def _count_one(meter: RequestMeter, facts: Facts, outcome: Outcome) -> None:
+    """What one finished request counts, updated at once: the reference for the rows."""
+    operation, team = facts.operation or "none", facts.team or "none"
+    meter.request(operation, outcome.status, team).inc()
+    children = meter.operation(operation)
+    children.duration.observe(outcome.seconds)
+    children.bytes_in.inc(outcome.bytes_in)
+    children.bytes_out.inc(outcome.bytes_out)
+    if facts.upstream_seconds is not None:
+        children.upstream.observe(facts.upstream_seconds)
+    if facts.upstream_error is not None:
+        meter.upstream_errors[facts.upstream_error].inc()
+    if facts.user is not None:
+        meter.user(team, facts.user).inc()
+    if operation == "images.generate" and 200 <= outcome.status < 300:
+        call = facts.call
+        asked = (call.model or "none", call.size or "none", call.quality or "none")
+        meter.image(team, *asked).inc(call.n or 1)
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        key: round(number, 9)
+        for key, number in parse(generate_latest(registry).decode()).items()
+        if not key[0].endswith("_created")
+    }
+
+
+def test_kept_rows_read_as_an_update_per_request_would() -> None:
+    """Rows counted in bulk when the metrics are read give the same samples, every one, as
+    updating each request's children as it finished; in flight is back to zero."""
+    direct_registry, rows_registry = CollectorRegistry(), CollectorRegistry()
+    direct = RequestMeter(direct_registry, top_users=2)
+    observer = RequestMetrics(RequestMeter(rows_registry, top_users=2))
+    for path, facts, outcome in _finished_requests():
+        request = make_mocked_request("POST", path)
+        observer.started(request)
+        observer.finished(request, facts, outcome)
+        _count_one(direct, facts, outcome)
+    counted = _samples(rows_registry)
+    assert counted == _samples(direct_registry)
+    assert counted[("tollgate_requests_in_flight", frozenset())] == 0
+    assert total(counted, "tollgate_images_generated_total") > 0
+    assert total(counted, "tollgate_user_requests_total", user="other") > 0
+
+
+def test_rows_are_counted_when_a_batch_is_full_without_a_read() -> None:
+    """Nobody scraping: every `BATCH` rows are counted all the same, and nothing is kept."""
+    meter = RequestMeter(CollectorRegistry(), top_users=0)
+    observer = RequestMetrics(meter)
+    facts, outcome = Facts(), Outcome(200, 0, 0, 0.01)
+    facts.operation, facts.team = "models.list", "red"
+    request = make_mocked_request("GET", "/v1/models")
+    for _ in range(BATCH * 2 + 1):
+        observer.started(request)
+        observer.finished(request, facts, outcome)
+    assert current(meter.request("models.list", 200, "red")) == BATCH * 2
+    observer.fold()
+    assert current(meter.request("models.list", 200, "red")) == BATCH * 2 + 1
