@@ -59,22 +59,7 @@ class Allowances:
         self._limits = limits
         self._prices = prices
         self._cache: dict[tuple[object, ...], Groups] = {}
-        self._priced: dict[str, bool] = {}
         self._fixed: dict[int, tuple[Groups, list[Charge]]] = {}
-
-    def price(self, call: Call, fields: Mapping[str, object]) -> int:
-        """The request's estimated price in micro-dollars (0 for free operations)."""
-        return self._prices.cost(call, images_asked(call, fields))
-
-    def priced(self, operation: str) -> bool:
-        """Whether a request for `operation` can cost anything (image operations, and those
-        the price table names); the answer for each operation is worked out once."""
-        priced = self._priced.get(operation)
-        if priced is None:
-            priced = self._priced[operation] = operation in IMAGE_OPERATIONS or bool(
-                self._prices.cost(Call(operation, documented=False), 0)
-            )
-        return priced
 
     def key_counters(self, key_id: str, user: str, extra: Mapping[str, str]) -> tuple[Counter, ...]:
         """A key's own counters: the policy's rules for its id, then its record's."""

@@ -215,7 +215,7 @@ def create_app(
     instruments = Instruments(CollectorRegistry(), policy.teams, settings.metrics.top_users)
     observers: list[Observer] = [canonical_line(settings.log, stream)]
     if settings.metrics.enabled:
-        observers.append(RequestMetrics(instruments.requests))
+        observers.append(RequestMetrics(instruments.requests, policy.prices))
     middlewares = [lifecycle_middleware(observers), error_middleware(log)]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
     app[SETTINGS], app[INSTRUMENTS] = settings, instruments

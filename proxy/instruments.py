@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from proxy.tally import Tally, tally_for
+from proxy.tally import tally_for
 
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0
@@ -181,11 +181,9 @@ class ModerationStats:
 
 
 class QuotaMetrics:
-    """What the quota room reports: refusals by limit kind, fail-open bypasses, store errors,
-    and the estimated spend it charged per team."""
+    """What the quota room reports: refusals by limit kind, fail-open bypasses, store errors."""
 
-    def __init__(self, registry: CollectorRegistry, teams: Iterable[str], tally: Tally) -> None:
-        self._tally = tally  # the spend of every billable request; the rest is rare
+    def __init__(self, registry: CollectorRegistry) -> None:
         self._refusals = Counter(
             "tollgate_quota_refusals",
             "Requests refused with 429 by the kind of limit they went over.",
@@ -203,13 +201,6 @@ class QuotaMetrics:
             "Quota store calls that failed (fail_open or fail_closed alike).",
             registry=registry,
         )
-        self._spend = Counter(
-            "tollgate_spend_estimated_dollars",
-            "Estimated upstream spend in US dollars by team, from Tollgate's price table.",
-            ["team"],
-            registry=registry,
-        )
-        self._teams = _children(self._spend, teams)
 
     def refused(self, kind: str) -> None:
         """A 429 over a limit of `kind`: requests, images, spend or concurrent."""
@@ -223,14 +214,6 @@ class QuotaMetrics:
     def store_error(self) -> None:
         """A quota store call that failed."""
         self._store_errors.inc()
-
-    def spent(self, team: str, micros: int) -> None:
-        """`micros` micro-dollars charged to `team` for a billable request."""
-        child = self._teams.get(team)
-        if child is None:
-            child = self._teams[team] = self._spend.labels(team)
-        self._tally.inc(child, micros / 1_000_000)
-        self._tally.done()
 
 
 class AuthMetrics:
@@ -281,7 +264,9 @@ class _PerOperation:
 class RequestMeter:
     """The request's own metrics: traffic, latency, bytes, images, upstream errors, users."""
 
-    def __init__(self, registry: CollectorRegistry, top_users: int) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, top_users: int, teams: Iterable[str] = ()
+    ) -> None:
         self.tally = tally_for(registry)  # first: folded before the metrics below are read
         self.requests = Counter(
             "tollgate_requests",
@@ -341,6 +326,14 @@ class RequestMeter:
             ["team", "user"],
             registry=registry if top_users else None,
         )
+        self.spend = Counter(
+            "tollgate_spend_estimated_dollars",
+            "Estimated upstream spend in US dollars by team, from Tollgate's price table, "
+            "of the requests upstream answered with success.",
+            ["team"],
+            registry=registry,
+        )
+        self._spend_children = _children(self.spend, teams)
         self._top_users = Capped(top_users)
         self._image_sets = Capped(IMAGE_LABEL_SETS)
         self._operations: dict[str, _PerOperation] = {}
@@ -363,6 +356,13 @@ class RequestMeter:
         if child is None:
             status_class = STATUS_CLASSES[min(max(key[1], 1), 5) - 1]
             child = self._requests[key] = self.requests.labels(operation, status_class, team)
+        return child
+
+    def spent(self, team: str) -> Counter:
+        """The team's estimated spend child (in dollars), made on first use."""
+        child = self._spend_children.get(team)
+        if child is None:
+            child = self._spend_children[team] = self.spend.labels(team)
         return child
 
     def user(self, team: str, user: str) -> Counter:
@@ -399,8 +399,8 @@ class Instruments:
 
     def __init__(self, registry: CollectorRegistry, teams: Iterable[str], top_users: int) -> None:
         self.registry = registry
-        self.requests = RequestMeter(registry, top_users)
+        self.requests = RequestMeter(registry, top_users, teams)
         self.cache = CacheStats(registry)
         self.moderation = ModerationStats(registry)
-        self.quota = QuotaMetrics(registry, teams, self.requests.tally)
+        self.quota = QuotaMetrics(registry)
         self.auth = AuthMetrics(registry)

@@ -30,8 +30,10 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from proxy.call import Call
 from proxy.context import Facts, Outcome
 from proxy.instruments import IMAGE_OPERATIONS, NONE, RequestMeter
+from proxy.prices import PriceTable, images_asked
 from proxy.settings import MetricsSettings
 from proxy.tally import observe_all
 
@@ -77,6 +79,9 @@ async def expose(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# What an image request asked for: model, size, quality, `n`, whether all its fields were
+# read, and how many images it is priced at (see `proxy.prices.images_asked`).
+Asked = tuple[str | None, str | None, str | None, int | None, bool, int]
 # A finished request as the metrics count it; the fields, in order, of `RequestMetrics.Row`.
 Row = tuple[
     int,  # status
@@ -87,7 +92,8 @@ Row = tuple[
     float | None,  # seconds until upstream's answer headers, when it was asked
     str | None,  # upstream error kind
     Counter | None,  # the user's child of the per-user counter, when per-user metrics are on
-    tuple[str | None, str | None, str | None, int | None] | None,  # model, size, quality, n
+    Asked | None,  # what an image request asked for
+    int | None,  # upstream's status, when it answered
 ]
 _STATUS_TEAM = itemgetter(0, 1)
 _SECONDS = itemgetter(2)
@@ -97,6 +103,7 @@ _UPSTREAM_SECONDS = itemgetter(5)
 _UPSTREAM_ERROR = itemgetter(6)
 _USER = itemgetter(7)
 _TEAM_IMAGES = itemgetter(1, 8)
+_UPSTREAM_STATUS = itemgetter(9)
 _KNOWN = partial(is_not, None)
 BATCH = 256  # rows kept before they are counted, when nobody reads the metrics sooner
 
@@ -111,13 +118,17 @@ class RequestMetrics:
     request for a tenth of the Python calls. With metrics shared between processes, every
     row is counted at once (another worker's scrape cannot fold this one's rows).
 
+    The estimated spend is counted from the same rows: the price table's price of what each
+    request asked for, when upstream answered it with success (what OpenAI bills).
+
     Per-user children are found as each request finishes, so the first users to come are
     the ones with labels of their own, as they would be counted one by one. Image label sets
     are admitted as a batch is counted: at the cap, among the sets first seen in one batch,
     those of one operation come before another's."""
 
-    def __init__(self, meter: RequestMeter) -> None:
+    def __init__(self, meter: RequestMeter, prices: PriceTable) -> None:
         self._meter = meter
+        self._prices = prices
         self._rows: dict[str, list[Row]] = {}
         self._kept = 0
         self._in_flight = 0
@@ -140,7 +151,8 @@ class RequestMetrics:
         asked = None
         if operation in IMAGE_OPERATIONS:
             call = facts.call
-            asked = (call.model, call.size, call.quality, call.n)
+            images = images_asked(call, facts.fields)
+            asked = (call.model, call.size, call.quality, call.n, call.fields_complete, images)
         row = (
             outcome.status,
             team,
@@ -151,6 +163,7 @@ class RequestMetrics:
             facts.upstream_error,
             meter.user(team, facts.user) if meter.per_user and facts.user else None,
             asked,
+            facts.upstream_status,
         )
         rows = self._rows.get(operation)
         if rows is None:
@@ -167,6 +180,7 @@ class RequestMetrics:
         meter.in_flight.set(self._in_flight)
         for operation, kept in rows.items():
             _count(meter, operation, kept)
+            _count_spend(meter, self._prices, operation, kept)
 
 
 def _count(meter: RequestMeter, operation: str, rows: list[Row]) -> None:
@@ -192,9 +206,29 @@ def _count_images(meter: RequestMeter, rows: list[Row]) -> None:
     done = [row for row in rows if 200 <= row[0] < 300]
     for (team, asked), count in Counts(map(_TEAM_IMAGES, done)).items():
         if asked is not None:
-            model, size, quality, n = asked
+            model, size, quality, n, _, _ = asked
             child = meter.image(team, model or NONE, size or NONE, quality or NONE)
             child.inc(count * (n or 1))
+
+
+def _count_spend(meter: RequestMeter, prices: PriceTable, operation: str, rows: list[Row]) -> None:
+    """The estimated spend of the rows upstream answered with success, by team: priced once
+    for each distinct thing asked (image requests) or once for the operation (the rest)."""
+    per_request = 0 if operation in IMAGE_OPERATIONS else prices.cost(Call(operation, False), 0)
+    if operation not in IMAGE_OPERATIONS and not per_request:
+        return
+    billed = [row for row in rows if 200 <= (row[9] or 0) < 300]
+    for (team, asked), count in Counts(map(_TEAM_IMAGES, billed)).items():
+        micros = per_request if asked is None else _image_price(prices, operation, asked)
+        if micros:
+            meter.spent(team).inc(count * micros / 1_000_000)
+
+
+def _image_price(prices: PriceTable, operation: str, asked: Asked) -> int:
+    """Micro-dollars of one image request that asked for `asked`."""
+    model, size, quality, n, complete, images = asked
+    call = Call(operation, True, model, None, n, size, quality, fields_complete=complete)
+    return prices.cost(call, images)
 
 
 def _own_port_app(registry: CollectorRegistry) -> web.Application:

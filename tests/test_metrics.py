@@ -29,7 +29,7 @@ from proxy.instruments import (
 )
 from proxy.limits import LimitsPolicy
 from proxy.metrics import BATCH, RequestMetrics, exposition_registry
-from proxy.prices import PriceTable
+from proxy.prices import PriceTable, images_asked
 from proxy.settings import MetricsSettings, Settings
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -208,21 +208,17 @@ async def test_quota_and_spend_are_exported_before_the_quota_room_calls(proxy: P
 
 
 async def test_the_quota_interface_feeds_its_metrics(proxy: Proxy) -> None:
-    """What the quota room calls shows up in /metrics: refusals, bypasses, store errors, spend."""
+    """What the quota room calls shows up in /metrics: refusals, bypasses, store errors."""
     quota: QuotaMetrics = proxy.server.app[INSTRUMENTS].quota
     quota.refused("images")
     quota.refused("spend")
     quota.bypassed()
     quota.store_error()
-    quota.spent("blue", 40_000)
-    quota.spent("blue", 80_000)
     samples = await metrics_of(proxy)
     assert value(samples, "tollgate_quota_refusals_total", kind="images") == 1
     assert value(samples, "tollgate_quota_refusals_total", kind="requests") == 0
     assert value(samples, "tollgate_quota_bypasses_total") == 1
     assert value(samples, "tollgate_quota_store_errors_total") == 1
-    spend = value(samples, "tollgate_spend_estimated_dollars_total", team="blue")
-    assert spend == pytest.approx(0.12)
 
 
 async def test_metrics_can_have_a_port_of_their_own(make_proxy: MakeProxy) -> None:
@@ -382,19 +378,26 @@ def _finished_requests() -> list[tuple[str, Facts, Outcome]]:
     """Requests of every kind the metrics tell apart: operations (and none, refused before
     the route), statuses, teams, users, upstream errors, image parameters and counts."""
     requests: list[tuple[str, Facts, Outcome]] = []
-    for number in range(40):
+    for number in range(96):
         facts = Facts()
         facts.team = ("red", "blue", None)[number % 3]
         facts.user = ("alice", "bob", "carol", None)[number % 4]
         if number % 5:
             operation = ("models.list", "images.generate", "moderations.create")[number % 3]
             facts.operation = operation
-            facts.call = Call(operation, True, ("dall-e-3", None)[number % 2], n=number % 4 or None)
+            model, n = ("dall-e-3", "dall-e-2", None)[number % 3 - 1], number % 4 or None
+            complete = number % 7 != 3  # a form whose fields were not all read: priced at most
+            facts.call = Call(operation, True, model, n=n, fields_complete=complete)
+            facts.fields = {"n": n} if number % 11 < 5 else {}
             facts.upstream_seconds = number / 100 if number % 7 else None
             facts.upstream_error = ("timeout", "5xx", None, None)[number % 4]
+            facts.upstream_status = (200, 500, 201, None)[number % 4]
         status = (200, 201, 400, 429, 502, 499)[number % 6]
         requests.append(("/v1/models", facts, Outcome(status, number * 10, number, number / 50)))
     return requests
+
+
+PRICES = PriceTable.model_validate({"operations": {"moderations.*": 0.002}})
 
 
 def _count_one(meter: RequestMeter, facts: Facts, outcome: Outcome) -> None:
@@ -415,6 +418,10 @@ def _count_one(meter: RequestMeter, facts: Facts, outcome: Outcome) -> None:
         call = facts.call
         asked = (call.model or "none", call.size or "none", call.quality or "none")
         meter.image(team, *asked).inc(call.n or 1)
+    if facts.operation is not None and 200 <= (facts.upstream_status or 0) < 300:
+        micros = PRICES.cost(facts.call, images_asked(facts.call, facts.fields))
+        if micros:
+            meter.spent(team).inc(micros / 1_000_000)
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -427,10 +434,11 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str
 
 def test_kept_rows_read_as_an_update_per_request_would() -> None:
     """Rows counted in bulk when the metrics are read give the same samples, every one, as
-    updating each request's children as it finished; in flight is back to zero."""
+    updating each request's children as it finished (estimated spend included); in flight is
+    back to zero."""
     direct_registry, rows_registry = CollectorRegistry(), CollectorRegistry()
     direct = RequestMeter(direct_registry, top_users=2)
-    observer = RequestMetrics(RequestMeter(rows_registry, top_users=2))
+    observer = RequestMetrics(RequestMeter(rows_registry, top_users=2), PRICES)
     for path, facts, outcome in _finished_requests():
         request = make_mocked_request("POST", path)
         observer.started(request)
@@ -441,12 +449,13 @@ def test_kept_rows_read_as_an_update_per_request_would() -> None:
     assert counted[("tollgate_requests_in_flight", frozenset())] == 0
     assert total(counted, "tollgate_images_generated_total") > 0
     assert total(counted, "tollgate_user_requests_total", user="other") > 0
+    assert total(counted, "tollgate_spend_estimated_dollars_total") > 0
 
 
 def test_rows_are_counted_when_a_batch_is_full_without_a_read() -> None:
     """Nobody scraping: every `BATCH` rows are counted all the same, and nothing is kept."""
     meter = RequestMeter(CollectorRegistry(), top_users=0)
-    observer = RequestMetrics(meter)
+    observer = RequestMetrics(meter, PriceTable())
     facts, outcome = Facts(), Outcome(200, 0, 0, 0.01)
     facts.operation, facts.team = "models.list", "red"
     request = make_mocked_request("GET", "/v1/models")

@@ -28,7 +28,6 @@ from proxy.prices import PriceTable
 from proxy.quota import Quota, not_billable
 from proxy.settings import QuotaSettings, Settings
 from proxy.store import open_store
-from proxy.tally import tally_for
 from proxy.tenancy import Credential
 from tests.conftest import (
     CLIENT_KEY,
@@ -400,7 +399,7 @@ async def quota_and_limiter(store_settings: dict[str, Any]) -> Any:
     limiter = open_limiter(store, QuotaSettings(), clock)
     policy = LimitsPolicy.model_validate({"default": ["1/minute"]})
     registry = CollectorRegistry()
-    metrics = QuotaMetrics(registry, ["default"], tally_for(registry))
+    metrics = QuotaMetrics(registry)
     quota = Quota(Allowances(policy, PriceTable()), limiter, QuotaSettings(), clock, metrics)
     yield quota, limiter
     await store.close()
