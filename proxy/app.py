@@ -42,7 +42,6 @@ from proxy.outcome import Observer, lifecycle_middleware
 from proxy.permit import permit_check
 from proxy.policy import Policy, load_policy
 from proxy.quota import QUOTA_STATS, Quota
-from proxy.quota_headers import add_rate_limit_headers
 from proxy.route import expect_handler, route_middleware
 from proxy.schemas import SCHEMAS
 from proxy.settings import Settings
@@ -263,7 +262,6 @@ def create_app(
     add_usage_routes(admin, UsageApi(allowances, limiter, keys, policy, clock), gate)
     quota = Quota(allowances, limiter, settings.quota, clock, instruments.quota)
     app[QUOTA_STATS] = quota.stats
-    app.on_response_prepare.append(add_rate_limit_headers)
     v1 = _v1_handler(settings, authenticator, lockout, tenancy, moderator, cache, upstream, quota)
     expect = expect_handler(settings.max_request_bytes)
     app.router.add_route("*", "/v1/{tail:.*}", v1, expect_handler=expect)

@@ -31,6 +31,7 @@ from proxy.context import FACTS, Facts
 from proxy.endpoints import ENDPOINTS
 from proxy.instruments import CacheStats
 from proxy.keys import Clock
+from proxy.quota_headers import add_rate_limit_headers
 from proxy.settings import CacheSettings
 from proxy.store import StoreUnavailable
 
@@ -179,6 +180,7 @@ def _answer(shared: Shared | Entry, state: str, facts: Facts, age: float | None)
     headers["x-request-id"] = facts.request_id
     if age is not None:
         headers["Age"] = str(int(age))
+    add_rate_limit_headers(headers, facts)
     return web.Response(status=shared.status, body=shared.body, headers=headers)
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.context import FACTS, SETTINGS
+from proxy.quota_headers import add_rate_limit_headers
 
 
 class ProxyError(Exception):
@@ -115,16 +116,19 @@ def error_middleware(log: structlog.typing.FilteringBoundLogger) -> Middleware:
         try:
             return await handler(request)
         except ProxyError as exc:
-            return render(exc, request[FACTS].request_id)
+            refusal = exc
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return render(from_http_exception(request, exc), request[FACTS].request_id)
+            refusal = from_http_exception(request, exc)
         except Exception:
             log.exception("unhandled_error", request_id=request[FACTS].request_id)
-            crash = ProxyError(
+            refusal = ProxyError(
                 500, "The server had an error processing your request.", type="server_error"
             )
-            return render(crash, request[FACTS].request_id)
+        facts = request[FACTS]
+        response = render(refusal, facts.request_id)
+        add_rate_limit_headers(response.headers, facts)  # refused after the quota room admitted it
+        return response
 
     return errors

@@ -24,6 +24,7 @@ from proxy.body import Body, SpooledBody, StreamedBody
 from proxy.context import Facts
 from proxy.errors import UpstreamUnavailable
 from proxy.headers import to_client, to_upstream
+from proxy.quota_headers import add_rate_limit_headers
 from proxy.route import origin_target
 from proxy.settings import UpstreamSettings
 from proxy.tenancy import Credential
@@ -145,6 +146,7 @@ class Upstream:
         self, request: web.Request, up: aiohttp.ClientResponse, facts: Facts
     ) -> web.StreamResponse:
         headers = to_client(up.headers)
+        add_rate_limit_headers(headers, facts)
         _settle_request_id(headers, facts)
         facts.upstream_says_no_store = _no_store(up)
         if _wants_stream(up):

@@ -35,6 +35,7 @@ from tests.conftest import (
     MakeProxy,
     Proxy,
     Upstream,
+    free_port,
     policy_for_tests,
     without_moderation,
 )
@@ -150,6 +151,23 @@ async def test_free_requests_show_only_the_limits_they_meet(make_proxy: MakeProx
     _, headers, _ = await send(proxy)
     assert "x-ratelimit-limit-requests" in headers
     assert not any(k.endswith(("-images", "-spend")) for k in headers)
+
+
+async def test_every_answer_of_an_admitted_request_shows_its_limits(
+    make_proxy: MakeProxy,
+) -> None:
+    """Not only upstream's answers: one from the cache, and Tollgate's own 502 when upstream
+    cannot be reached, carry the headers of the charge the request was admitted with."""
+    policy = limited({"default": ["60/minute"]})
+    proxy = await make_proxy(clock=FakeClock(), policy=policy)
+    await send(proxy)
+    _, cached, _ = await send(proxy)
+    assert cached["x-tollgate-cache"] == "hit"
+    assert cached["x-ratelimit-remaining-requests"] == "58"
+    unreachable = await make_proxy(f"http://127.0.0.1:{free_port()}", policy=policy)
+    status, headers, body = await send(unreachable)
+    assert (status, body["error"]["code"]) == (502, "upstream_unavailable")
+    assert headers["x-ratelimit-remaining-requests"] == "59"
 
 
 async def test_the_most_constraining_limit_of_a_kind_is_reported(make_proxy: MakeProxy) -> None:
