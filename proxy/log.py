@@ -79,35 +79,37 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else int(seconds * 1_000_000 + 0.5) / 1000
 
 
-def _fields(request: web.Request, facts: Facts, outcome: Outcome) -> dict[str, object]:
-    """The canonical line's fields, in the order they are written."""
-    return {
-        "request_id": facts.request_id,
-        "method": request.method,
-        "path": request.path,
-        "key_id": facts.key_id,
-        "user": facts.user,
-        "team": facts.team,
-        "operation": facts.operation,
-        "model": facts.model,
-        "status": outcome.status,
-        "upstream_status": facts.upstream_status,
-        "upstream_error": facts.upstream_error,
-        "upstream_ms": _ms(facts.upstream_seconds),
-        "aborted": facts.aborted,
-        "cache": facts.cache,
-        "moderation": facts.moderation,
-        "quota": facts.quota,
-        "quota_cost": facts.quota_cost,
-        "quota_reason": facts.quota_reason,
-        "quota_shadow": facts.quota_shadow,
-        "quota_refund": facts.quota_refund,
-        "auth": facts.auth,
-        "client": facts.client,
-        "bytes_in": outcome.bytes_in,
-        "bytes_out": outcome.bytes_out,
-        "latency_ms": _ms(outcome.seconds),
-    }
+def _fields(
+    request: web.Request, facts: Facts, outcome: Outcome, line: dict[str, object]
+) -> dict[str, object]:
+    """The canonical line's fields put in `line`, in the order they are written (a new key
+    goes last; a key already there keeps its place)."""
+    line["request_id"] = facts.request_id
+    line["method"] = request.method
+    line["path"] = request.path
+    line["key_id"] = facts.key_id
+    line["user"] = facts.user
+    line["team"] = facts.team
+    line["operation"] = facts.operation
+    line["model"] = facts.model
+    line["status"] = outcome.status
+    line["upstream_status"] = facts.upstream_status
+    line["upstream_error"] = facts.upstream_error
+    line["upstream_ms"] = _ms(facts.upstream_seconds)
+    line["aborted"] = facts.aborted
+    line["cache"] = facts.cache
+    line["moderation"] = facts.moderation
+    line["quota"] = facts.quota
+    line["quota_cost"] = facts.quota_cost
+    line["quota_reason"] = facts.quota_reason
+    line["quota_shadow"] = facts.quota_shadow
+    line["quota_refund"] = facts.quota_refund
+    line["auth"] = facts.auth
+    line["client"] = facts.client
+    line["bytes_in"] = outcome.bytes_in
+    line["bytes_out"] = outcome.bytes_out
+    line["latency_ms"] = _ms(outcome.seconds)
+    return line
 
 
 class CanonicalLine:
@@ -121,7 +123,7 @@ class CanonicalLine:
 
     def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
         """Write the request's one line."""
-        self._log.info("request", **_fields(request, facts, outcome))
+        self._log.info("request", **_fields(request, facts, outcome, {}))
 
 
 class JsonCanonicalLine:
@@ -136,6 +138,10 @@ class JsonCanonicalLine:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stamp = _Stamp()
+        # The keys of a line, in their order, from the first line written on: each line starts
+        # as a copy (a clone of the dict's table), and putting values under keys already there
+        # costs half what building a dict of thirty keys anew does.
+        self._blank: dict[str, object] = {}
         self._write = stream.write
         self._stream_flush = stream.flush
         self._flush_due = False
@@ -145,9 +151,11 @@ class JsonCanonicalLine:
 
     def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
         """Write the request's one line."""
-        event = _fields(request, facts, outcome)
+        event = _fields(request, facts, outcome, self._blank.copy())
         event["event"] = "request"
         self._stamp(None, "info", event)
+        if len(self._blank) < len(event):
+            self._blank = dict.fromkeys(event)
         self._write(orjson.dumps(event, default=repr, option=orjson.OPT_APPEND_NEWLINE))
         if not self._flush_due:
             self._flush_due = True

@@ -17,6 +17,7 @@ import os
 from collections import Counter as Counts
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from itertools import compress
 from operator import is_not, itemgetter
 from pathlib import Path
 
@@ -104,6 +105,8 @@ _UPSTREAM_ERROR = itemgetter(6)
 _USER = itemgetter(7)
 _TEAM_IMAGES = itemgetter(1, 8)
 _UPSTREAM_STATUS = itemgetter(9)
+_STATUS = itemgetter(0)
+_SUCCESS = frozenset(range(200, 300)).__contains__  # None, or any other status: False
 _KNOWN = partial(is_not, None)
 BATCH = 256  # rows kept before they are counted, when nobody reads the metrics sooner
 
@@ -203,7 +206,7 @@ def _count(meter: RequestMeter, operation: str, rows: list[Row]) -> None:
 
 def _count_images(meter: RequestMeter, rows: list[Row]) -> None:
     """Images in the successful answers, by team and the model, size and quality asked."""
-    done = [row for row in rows if 200 <= row[0] < 300]
+    done = compress(rows, map(_SUCCESS, map(_STATUS, rows)))
     for (team, asked), count in Counts(map(_TEAM_IMAGES, done)).items():
         if asked is not None:
             model, size, quality, n, _, _ = asked
@@ -217,7 +220,7 @@ def _count_spend(meter: RequestMeter, prices: PriceTable, operation: str, rows: 
     per_request = 0 if operation in IMAGE_OPERATIONS else prices.cost(Call(operation, False), 0)
     if operation not in IMAGE_OPERATIONS and not per_request:
         return
-    billed = [row for row in rows if 200 <= (row[9] or 0) < 300]
+    billed = compress(rows, map(_SUCCESS, map(_UPSTREAM_STATUS, rows)))
     for (team, asked), count in Counts(map(_TEAM_IMAGES, billed)).items():
         micros = per_request if asked is None else _image_price(prices, operation, asked)
         if micros:
