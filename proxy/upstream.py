@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Iterable
 
 import aiohttp
 import orjson
@@ -32,6 +33,27 @@ from proxy.tenancy import Credential
 READ_WHOLE_LIMIT = 1024 * 1024
 
 
+# aiohttp's automatic request headers, none of which Tollgate adds (see `UntouchedRequest`).
+_AUTO_HEADERS: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+)
+
+
+class UntouchedRequest(aiohttp.ClientRequest):
+    """aiohttp's client request without its automatic headers (Accept, Accept-Encoding,
+    which would ask upstream for a gzip the client never asked for, User-Agent, and a
+    Content-Type guessed from the body): the client's headers go upstream as they came.
+
+    aiohttp's own way, the session's `skip_auto_headers`, sorts the skipped names into a new
+    multidict and copies the request's headers, on every request; this hook (the one that
+    adds them) keeps one skip list instead, which aiohttp reads again when it adds the
+    body's own headers. `test_the_proxy_adds_no_header_of_its_own` holds it to that."""
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        """Add nothing; skip everything aiohttp would add."""
+        self._skip_auto_headers = _AUTO_HEADERS
+
+
 def client_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
     """A pooled keep-alive session that relays bytes untouched and keeps no cookies."""
     return aiohttp.ClientSession(
@@ -41,7 +63,7 @@ def client_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
         ),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+        request_class=UntouchedRequest,
     )
 
 

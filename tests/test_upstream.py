@@ -77,6 +77,27 @@ async def test_hop_by_hop_request_headers_are_dropped(proxy: Proxy, upstream: Up
     assert seen["X-End-To-End"] == "kept"
 
 
+AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+async def test_the_proxy_adds_no_header_of_its_own(proxy: Proxy, upstream: Upstream) -> None:
+    """aiohttp's client adds Accept, Accept-Encoding (asking for gzip, which Tollgate would
+    then relay to a client that never asked for it), User-Agent and a Content-Type guessed
+    from the body: none of them reaches upstream unless the client sent it, as it sent it."""
+    bare = aiohttp.ClientSession(skip_auto_headers=AUTO_HEADERS)
+    async with bare as client:
+        async with client.post(proxy.url("/v1/files"), data=b"raw", headers=AUTH) as response:
+            await response.read()  # whatever upstream makes of it: what it received counts
+        sent = {**AUTH, "User-Agent": "OpenAI/Python 1.0", "Accept-Encoding": "br"}
+        async with client.get(proxy.url("/v1/models"), headers=sent) as response:
+            assert response.status == 200
+    bare_post, with_headers = upstream.state.received[-2:]
+    assert [name for name in AUTO_HEADERS if name in bare_post.headers] == []
+    assert with_headers.headers.getall("User-Agent") == ["OpenAI/Python 1.0"]
+    assert with_headers.headers.getall("Accept-Encoding") == ["br"]
+    assert "Accept" not in with_headers.headers
+
+
 def _header_upstream(request_id: str | None) -> web.Application:
     """An upstream whose answer carries hop-by-hop, cookie and OpenAI headers."""
 
