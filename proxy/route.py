@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_urldispatcher import _default_expect_handler
@@ -103,7 +103,10 @@ async def _json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
     raw = await request.read()
     if not raw:
         return raw, {}
-    if request.content_type != "application/json":
+    # The header as the SDKs send it, checked before aiohttp parses it into `content_type`.
+    if request.headers.get(hdrs.CONTENT_TYPE) != "application/json" and (
+        request.content_type != "application/json"
+    ):
         raise InvalidRequest(
             f"Invalid Content-Type header ({request.content_type}), expected application/json."
         )
