@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 import orjson
@@ -16,6 +17,7 @@ from proxy.context import Facts, Outcome
 from proxy.settings import LogSettings
 
 Logger = structlog.typing.FilteringBoundLogger
+_JSON_LINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z  # "...Z", not "...+00:00"
 
 
 def _encode(logger: WrappedLogger, method: str, rendered: EventDict) -> bytes:
@@ -128,16 +130,17 @@ class CanonicalLine:
 
 class JsonCanonicalLine:
     """The JSON canonical line written without structlog's per-call machinery: the same
-    stamp (`_Stamp`) on the same fields, rendered by orjson as structlog's `JSONRenderer`
-    does (every field is JSON already, so its fallback for other objects is never needed),
-    then one write, as `BytesLogger` does. The same bytes for a third of the instructions.
+    fields and level, rendered by orjson as structlog's `JSONRenderer` does (every field is
+    JSON already, so its fallback for other objects is never needed), then one write, as
+    `BytesLogger` does. The same bytes for a third of the instructions. The time stamp is
+    a UTC `datetime` that orjson writes itself, in `_Stamp`'s format (the microseconds left
+    out when they are zero, as `datetime.isoformat` does): a fifth of `_Stamp`'s cost.
 
     The flush that `BytesLogger` makes after every line comes once the event loop's turn is
     over: the lines of all the answers finished in one turn leave in one system call, never
     later than the loop's next wait for I/O."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self._stamp = _Stamp()
         # The keys of a line, in their order, from the first line written on: each line starts
         # as a copy (a clone of the dict's table), and putting values under keys already there
         # costs half what building a dict of thirty keys anew does.
@@ -152,11 +155,11 @@ class JsonCanonicalLine:
     def finished(self, request: web.Request, facts: Facts, outcome: Outcome) -> None:
         """Write the request's one line."""
         event = _fields(request, facts, outcome, self._blank.copy())
-        event["event"] = "request"
-        self._stamp(None, "info", event)
+        event["event"], event["level"] = "request", "info"
+        event["timestamp"] = datetime.now(UTC)
         if len(self._blank) < len(event):
             self._blank = dict.fromkeys(event)
-        self._write(orjson.dumps(event, default=repr, option=orjson.OPT_APPEND_NEWLINE))
+        self._write(orjson.dumps(event, default=repr, option=_JSON_LINE))
         if not self._flush_due:
             self._flush_due = True
             try:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import re
+from datetime import UTC, datetime
 
 import aiohttp
 import openai
@@ -67,6 +68,11 @@ async def test_one_json_line_per_request(proxy: Proxy, sdk: openai.AsyncOpenAI) 
     assert image["bytes_in"] > 0
     assert image["bytes_out"] > 0
     assert image["latency_ms"] >= 0
+    for line in lines:  # ISO 8601 in UTC, as structlog's stamp writes it
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", line["timestamp"])
+        written = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
+        assert abs((datetime.now(UTC) - written).total_seconds()) < 60
+        assert (line["level"], line["event"]) == ("info", "request")
     assert (model["operation"], model["model"], model["upstream_status"]) == (
         "models.retrieve",
         "gpt-4o",
