@@ -173,11 +173,14 @@ def own_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
     servers.stop()
 
 
-async def limited_on(make_proxy: MakeProxy, cluster: RedisClusterServers) -> tuple[Proxy, str]:
+async def limited_on(
+    make_proxy: MakeProxy, cluster: RedisClusterServers, store_timeout: float = 0.3
+) -> tuple[Proxy, str]:
     """Tollgate on `cluster` with limits for alice and dave, and an issued key for erin.
-    Key records and dave's counters share a master; alice's are on another."""
+    Key records and dave's counters share a master; alice's are on another. The store
+    timeout is short, for tests that wait it out on a stalled master."""
     limits = {"users": {"alice": ["50/day"], "dave": ["50/day"]}}
-    proxy = await make_proxy(policy=limited(limits), **on_cluster(cluster, timeout=0.3))
+    proxy = await make_proxy(policy=limited(limits), **on_cluster(cluster, timeout=store_timeout))
     record = await issue(proxy, user="erin")
     assert cluster.node_for(BY_HASH) is cluster.node_for("tg:q:{u:dave}:u:")
     assert cluster.node_for(BY_HASH) is not cluster.node_for("tg:q:{u:alice}:u:")
@@ -207,8 +210,12 @@ async def test_a_dead_master_fails_its_share_only(
     make_proxy: MakeProxy, own_cluster: RedisClusterServers
 ) -> None:
     """A master is gone: key records and dave's counters are a 503; alice, whose counters
-    live on a master still up, carries on."""
-    proxy, issued_key = await limited_on(make_proxy, own_cluster)
+    live on a master still up, carries on. (A dead master refuses connections at once, so
+    nothing here waits out the store timeout: it is left long, so that alice's commands,
+    sent while the client rebuilds its view of the cluster, are not cut short on a loaded
+    machine. Twice in some fifteen runs of the whole suite alice was refused with the
+    timeout at 0.3 s; that the timeout was why is a guess, not something seen.)"""
+    proxy, issued_key = await limited_on(make_proxy, own_cluster, store_timeout=2.0)
     own_cluster.node_for(BY_HASH).kill()
     assert await status_of(proxy, issued_key) == (503, "key_store_unavailable")
     assert await status_of(proxy, DAVE_KEY) == (503, "quota_store_unavailable")
