@@ -83,7 +83,7 @@ async def expose(request: web.Request) -> web.Response:
 # What an image request asked for: model, size, quality, `n`, whether all its fields were
 # read, and how many images it is priced at (see `proxy.prices.images_asked`).
 Asked = tuple[str | None, str | None, str | None, int | None, bool, int]
-# A finished request as the metrics count it; the fields, in order, of `RequestMetrics.Row`.
+# A finished request as the metrics count it (`RequestMetrics` keeps one per request).
 Row = tuple[
     int,  # status
     str,  # team (`none` before it is known)
@@ -118,7 +118,7 @@ class RequestMetrics:
     the rows are counted into the meter's children in bulk when the metrics are read or
     `BATCH` rows have piled up: per operation and label set, with `collections.Counter`,
     `sum` and `map` over `itemgetter`s (C-level passes), the same totals as an update per
-    request for a tenth of the Python calls. With metrics shared between processes, every
+    request for a fraction of the Python calls. With metrics shared between processes, every
     row is counted at once (another worker's scrape cannot fold this one's rows).
 
     The estimated spend is counted from the same rows: the price table's price of what each
