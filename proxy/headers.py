@@ -39,13 +39,9 @@ _NOT_FORWARDED = tuple(
 _NOT_RETURNED = tuple(istr(name) for name in HOP_BY_HOP | {"content-length", "set-cookie"})
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
-    """Extra hop-by-hop names listed in the `Connection` header."""
-    return {
-        token.strip().lower()
-        for value in headers.getall(_CONNECTION, ())
-        for token in value.split(",")
-    }
+def _connection_tokens(connection: list[str]) -> set[str]:
+    """Extra hop-by-hop names listed in the `Connection` header's values."""
+    return {token.strip().lower() for value in connection for token in value.split(",")}
 
 
 def _filtered(headers: CIMultiDictProxy[str], dropped: tuple[istr, ...]) -> CIMultiDict[str]:
@@ -60,7 +56,7 @@ def _filtered(headers: CIMultiDictProxy[str], dropped: tuple[istr, ...]) -> CIMu
     if connection is not None and (
         len(connection) > 1 or connection[0].strip().lower() not in HOP_BY_HOP
     ):
-        for token in _connection_tokens(headers):
+        for token in _connection_tokens(connection):
             out.popall(token, None)
     return out
 
