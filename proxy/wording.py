@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from proxy.errors import InvalidRequest
-from proxy.schemas import Request, UploadedFile
+from proxy.schemas import SCHEMAS, UploadedFile
 from proxy.schemas.base import Part
 
 _TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
@@ -56,18 +56,18 @@ def _kind(value: object) -> str:
     return next((name for kind, name in _KINDS if isinstance(value, kind)), "a value")
 
 
-def _model_names(roots: tuple[type[BaseModel], ...]) -> frozenset[str]:
-    """The class names of every schema model: pydantic's tags for their union branches."""
+def _model_names(roots: tuple[type[BaseModel], ...]) -> set[str]:
+    """The class names of every model of a part: pydantic's tags for their union branches."""
     seen: set[str] = set()
     todo = list(roots)
     while todo:
         model = todo.pop()
         seen.add(model.__name__)
         todo.extend(model.__subclasses__())
-    return frozenset(seen)
+    return seen
 
 
-_BRANCH_TAGS = _model_names((Request, Part))
+_BRANCH_TAGS = frozenset(_model_names((Part,)) | {schema.name for schema in SCHEMAS.values()})
 
 
 def _is_tag(part: str) -> bool:

@@ -197,3 +197,34 @@ def test_messages_refuse_additional_properties(key: str) -> None:
 def test_message_roles(role: str) -> None:
     """A message's role is user or assistant."""
     assert refused("beta.messages.create", {"role": role, "content": "hi"}) == "role"
+
+
+# The smallest accepted body of each JSON operation, and whether its reference closes it to
+# properties it does not list.
+SMALLEST: dict[str, tuple[dict[str, Any], bool]] = {
+    "images.generate": ({"prompt": "an otter"}, False),
+    "moderations.create": ({"input": "hi"}, False),
+    "beta.assistants.create": ({"model": "gpt-4o"}, True),
+    "beta.assistants.update": ({}, True),
+    "beta.messages.create": ({"role": "user", "content": "hi"}, True),
+    "beta.runs.create": ({"assistant_id": "asst_1"}, True),
+    "uploads.create": (
+        {"bytes": 1, "filename": "a.jsonl", "mime_type": "text/jsonl", "purpose": "batch"},
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(SMALLEST))
+def test_unlisted_properties_pass_only_where_the_reference_leaves_the_body_open(
+    operation: str,
+) -> None:
+    """A closed body refuses a property it does not list, naming it; an open one lets it by
+    (the body is forwarded as it came, so upstream sees it)."""
+    body, closed = SMALLEST[operation]
+    accepted(operation, body)
+    surprise = {**body, "x_surprise": 1}
+    if closed:
+        assert refused(operation, surprise) == "x_surprise"
+    else:
+        accepted(operation, surprise)

@@ -7,11 +7,12 @@ are. `reasoning_effort` takes the spec's values, a superset of the seeds' low, m
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Required, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_validator, with_config
+from typing_extensions import TypedDict
 
-from proxy.schemas.base import Closed, Metadata, Part, Temperature, TopP, missing
+from proxy.schemas.base import CLOSED, Metadata, Part, Schema, Temperature, TopP, missing
 
 ASSISTANT_TOOLS = 128
 Name = Annotated[str, Field(max_length=256)] | None
@@ -52,23 +53,34 @@ class Tool(Part):
         return self
 
 
-class CreateAssistantRequest(Closed):
+@with_config(CLOSED)
+class _Assistant(TypedDict, total=False):
+    """An assistant's fields and limits, but its model (closed, as the two below are: pydantic
+    takes a TypedDict's config from its bases)."""
+
+    name: Name
+    description: Description
+    instructions: Instructions
+    reasoning_effort: ReasoningEffort
+    tools: Annotated[list[Tool], Field(max_length=ASSISTANT_TOOLS)] | None
+    tool_resources: dict[str, Any] | None
+    metadata: Metadata
+    temperature: Temperature
+    top_p: TopP
+    response_format: Any
+
+
+class CreateAssistantRequest(_Assistant, total=False):
     """Create an assistant with a model and instructions."""
 
-    model: str
-    name: Name = None
-    description: Description = None
-    instructions: Instructions = None
-    reasoning_effort: ReasoningEffort = None
-    tools: Annotated[list[Tool], Field(max_length=ASSISTANT_TOOLS)] | None = None
-    tool_resources: dict[str, Any] | None = None
-    metadata: Metadata = None
-    temperature: Temperature = None
-    top_p: TopP = None
-    response_format: Any = None
+    model: Required[str]
 
 
-class ModifyAssistantRequest(CreateAssistantRequest):
+class ModifyAssistantRequest(_Assistant, total=False):
     """Modify an assistant: the same fields and limits, none required."""
 
-    model: str | None = None  # type: ignore[assignment]
+    model: str | None
+
+
+CREATE_ASSISTANT = Schema(CreateAssistantRequest)
+MODIFY_ASSISTANT = Schema(ModifyAssistantRequest)

@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Required
 
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from proxy.errors import InvalidRequest
 from proxy.png import NotPng, Png
-from proxy.schemas.base import File, Request, UploadedFile
+from proxy.schemas.base import File, Schema, UploadedFile
 from proxy.settings import ValidationMode
 
 IMAGE_BYTES = 4 * 1024 * 1024  # "less than 4MB"
@@ -77,34 +78,35 @@ def _listed(values: tuple[str, ...]) -> str:
     return ", ".join(values[:-1]) + ", and " + values[-1]
 
 
-def check_prompt(prompt: str, limits: Family) -> None:
-    """The model's prompt length."""
-    if len(prompt) > limits.prompt:
-        raise InvalidRequest(
-            f"'prompt' is too long. Maximum length is {limits.prompt} characters.",
-            param="prompt",
-            code="string_above_max_length",
-        )
+# The refusals of the model's own limits. The rules below compare inline and build one only
+# when a limit is broken: a call for each comparison would cost as much as the comparing.
 
 
-def check_n(n: int | None, limits: Family) -> None:
+def prompt_too_long(limits: Family) -> InvalidRequest:
+    """Over the model's prompt length."""
+    return InvalidRequest(
+        f"'prompt' is too long. Maximum length is {limits.prompt} characters.",
+        param="prompt",
+        code="string_above_max_length",
+    )
+
+
+def too_many_images(limits: Family) -> InvalidRequest:
     """dall-e-3 makes one image a request."""
-    if n is not None and n > limits.max_n:
-        raise InvalidRequest(
-            f"You must provide n={limits.max_n} for this model.",
-            param="n",
-            code="integer_above_max_value",
-        )
+    return InvalidRequest(
+        f"You must provide n={limits.max_n} for this model.",
+        param="n",
+        code="integer_above_max_value",
+    )
 
 
-def check_size(size: str | None, limits: Family) -> None:
-    """The model's sizes."""
-    if size is not None and size not in limits.sizes:
-        raise InvalidRequest(
-            f"Invalid size '{size}'. Supported sizes are {_listed(limits.sizes)}.",
-            param="size",
-            code="invalid_value",
-        )
+def unsupported_size(size: str, limits: Family) -> InvalidRequest:
+    """Not one of the model's sizes."""
+    return InvalidRequest(
+        f"Invalid size '{size}'. Supported sizes are {_listed(limits.sizes)}.",
+        param="size",
+        code="invalid_value",
+    )
 
 
 def _only_for_dall_e_3(name: str, value: str) -> InvalidRequest:
@@ -181,65 +183,82 @@ def refuse_dall_e_3(model: str | None, operation: str) -> None:
         )
 
 
-class CreateImageRequest(Request):
+class CreateImageRequest(TypedDict, total=False):
     """POST /v1/images/generations."""
 
-    prompt: str
-    model: str | None = None
-    n: N = None
-    quality: Quality = None
-    response_format: ResponseFormat = None
-    size: str | None = None
-    style: Literal["vivid", "natural"] | None = None
-    user: str | None = None
-    output_format: OutputFormat = None
-    output_compression: int | None = None
-    stream: bool | None = None
-    partial_images: PartialImages = None
-    moderation: Literal["low", "auto"] | None = None
-    background: Background = None
-
-    def check(self, mode: ValidationMode) -> None:
-        limits = family(self.model, mode)
-        if limits is None:
-            return
-        check_prompt(self.prompt, limits)
-        check_n(self.n, limits)
-        check_size(self.size, limits)
-        check_quality_and_style(self.quality, self.style, limits)
+    prompt: Required[str]
+    model: str | None
+    n: N
+    quality: Quality
+    response_format: ResponseFormat
+    size: str | None
+    style: Literal["vivid", "natural"] | None
+    user: str | None
+    output_format: OutputFormat
+    output_compression: int | None
+    stream: bool | None
+    partial_images: PartialImages
+    moderation: Literal["low", "auto"] | None
+    background: Background
 
 
-class CreateImageEditRequest(Request):
+def _generation_rules(body: CreateImageRequest, mode: ValidationMode) -> None:
+    limits = family(body.get("model"), mode)
+    if limits is None:
+        return
+    n, size, quality, style = (
+        body.get("n"),
+        body.get("size"),
+        body.get("quality"),
+        body.get("style"),
+    )
+    if len(body["prompt"]) > limits.prompt:
+        raise prompt_too_long(limits)
+    if n is not None and n > limits.max_n:
+        raise too_many_images(limits)
+    if size is not None and size not in limits.sizes:
+        raise unsupported_size(size, limits)
+    if quality is not None or style is not None:
+        check_quality_and_style(quality, style, limits)
+
+
+class CreateImageEditRequest(TypedDict, total=False):
     """POST /v1/images/edits (multipart)."""
 
-    image: File | Annotated[list[File], Field(min_length=1, max_length=16)]
-    prompt: str
-    mask: File | None = None
-    model: str | None = None
-    n: N = None
-    size: str | None = None
-    response_format: ResponseFormat = None
-    user: str | None = None
-    background: Background = None
-    output_format: OutputFormat = None
-    output_compression: int | None = None
-    stream: bool | None = None
-    partial_images: PartialImages = None
-    quality: Quality = None
+    image: Required[File | Annotated[list[File], Field(min_length=1, max_length=16)]]
+    prompt: Required[str]
+    mask: File | None
+    model: str | None
+    n: N
+    size: str | None
+    response_format: ResponseFormat
+    user: str | None
+    background: Background
+    output_format: OutputFormat
+    output_compression: int | None
+    stream: bool | None
+    partial_images: PartialImages
+    quality: Quality
 
-    def check(self, mode: ValidationMode) -> None:
-        refuse_dall_e_3(self.model, "edits")
-        limits = family(self.model, mode)
-        if limits is None:
-            return
-        check_prompt(self.prompt, limits)
-        check_size(self.size, limits)
-        image = png_under_limit(single(self.image), "image")
-        check_square(image)
-        if self.mask is None:
-            _check_transparent(image)
-        else:
-            _check_mask(image, png_under_limit(self.mask, "mask"))
+
+def _edit_rules(body: CreateImageEditRequest, mode: ValidationMode) -> None:
+    model = body.get("model")
+    refuse_dall_e_3(model, "edits")
+    limits = family(model, mode)
+    if limits is None:
+        return
+    size = body.get("size")
+    if len(body["prompt"]) > limits.prompt:
+        raise prompt_too_long(limits)
+    if size is not None and size not in limits.sizes:
+        raise unsupported_size(size, limits)
+    image = png_under_limit(single(body["image"]), "image")
+    check_square(image)
+    mask = body.get("mask")
+    if mask is None:
+        _check_transparent(image)
+    else:
+        _check_mask(image, png_under_limit(mask, "mask"))
 
 
 def _check_transparent(image: Png) -> None:
@@ -262,20 +281,29 @@ def _check_mask(image: Png, mask: Png) -> None:
         )
 
 
-class CreateImageVariationRequest(Request):
+class CreateImageVariationRequest(TypedDict, total=False):
     """POST /v1/images/variations (multipart)."""
 
-    image: File
-    model: str | None = None
-    n: N = None
-    response_format: ResponseFormat = None
-    size: Literal["256x256", "512x512", "1024x1024"] | None = None
-    user: str | None = None
+    image: Required[File]
+    model: str | None
+    n: N
+    response_format: ResponseFormat
+    size: Literal["256x256", "512x512", "1024x1024"] | None
+    user: str | None
 
-    def check(self, mode: ValidationMode) -> None:
-        refuse_dall_e_3(self.model, "variations")
-        limits = family(self.model, mode)
-        if limits is None:
-            return
-        check_size(self.size, limits)
-        check_square(png_under_limit(self.image, "image"))
+
+def _variation_rules(body: CreateImageVariationRequest, mode: ValidationMode) -> None:
+    model = body.get("model")
+    refuse_dall_e_3(model, "variations")
+    limits = family(model, mode)
+    if limits is None:
+        return
+    size = body.get("size")
+    if size is not None and size not in limits.sizes:
+        raise unsupported_size(size, limits)
+    check_square(png_under_limit(body["image"], "image"))
+
+
+GENERATION = Schema(CreateImageRequest, _generation_rules)
+EDIT = Schema(CreateImageEditRequest, _edit_rules)
+VARIATION = Schema(CreateImageVariationRequest, _variation_rules)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal, Required, Self
 
 from pydantic import model_validator
+from typing_extensions import TypedDict
 
-from proxy.schemas.base import Part, Request, missing
+from proxy.schemas.base import Part, Schema, missing
 
 
 class ImageUrl(Part):
@@ -33,8 +34,11 @@ class ModerationInput(Part):
         return self
 
 
-class CreateModerationRequest(Request):
+class CreateModerationRequest(TypedDict, total=False):
     """Input (or inputs) to classify, and the model."""
 
-    input: str | list[str] | list[ModerationInput]
-    model: str | None = None
+    input: Required[str | list[str] | list[ModerationInput]]
+    model: str | None
+
+
+MODERATION = Schema(CreateModerationRequest)

@@ -7,12 +7,13 @@ spec's values, a superset of the seeds' low, medium, high.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Required, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_validator, with_config
+from typing_extensions import TypedDict
 
 from proxy.schemas.assistants import ReasoningEffort, Tool
-from proxy.schemas.base import Closed, Metadata, Part, Temperature, TopP, missing
+from proxy.schemas.base import CLOSED, Metadata, Part, Schema, Temperature, TopP, missing
 
 RUN_TOOLS = 20
 Detail = Literal["auto", "low", "high"] | None
@@ -64,13 +65,14 @@ class Attachment(Part):
     tools: list[AttachmentTool]
 
 
-class CreateMessageRequest(Closed):
+@with_config(CLOSED)
+class CreateMessageRequest(TypedDict, total=False):
     """A message on a thread: a role, and text or content parts."""
 
-    role: Literal["user", "assistant"]
-    content: str | Annotated[list[ContentPart], Field(min_length=1)]
-    attachments: list[Attachment] | None = None
-    metadata: Metadata = None
+    role: Required[Literal["user", "assistant"]]
+    content: Required[str | Annotated[list[ContentPart], Field(min_length=1)]]
+    attachments: list[Attachment] | None
+    metadata: Metadata
 
 
 class TruncationStrategy(Part):
@@ -93,23 +95,28 @@ class ToolChoice(Part):
     function: ToolChoiceFunction | None = None
 
 
-class CreateRunRequest(Closed):
+@with_config(CLOSED)
+class CreateRunRequest(TypedDict, total=False):
     """A run of an assistant on a thread."""
 
-    assistant_id: str
-    model: str | None = None
-    reasoning_effort: ReasoningEffort = None
-    instructions: str | None = None
-    additional_instructions: str | None = None
-    additional_messages: list[CreateMessageRequest] | None = None
-    tools: Annotated[list[Tool], Field(max_length=RUN_TOOLS)] | None = None
-    metadata: Metadata = None
-    temperature: Temperature = None
-    top_p: TopP = None
-    stream: bool | None = None
-    max_prompt_tokens: MaxTokens = None
-    max_completion_tokens: MaxTokens = None
-    truncation_strategy: TruncationStrategy | None = None
-    tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: Any = None
+    assistant_id: Required[str]
+    model: str | None
+    reasoning_effort: ReasoningEffort
+    instructions: str | None
+    additional_instructions: str | None
+    additional_messages: list[CreateMessageRequest] | None
+    tools: Annotated[list[Tool], Field(max_length=RUN_TOOLS)] | None
+    metadata: Metadata
+    temperature: Temperature
+    top_p: TopP
+    stream: bool | None
+    max_prompt_tokens: MaxTokens
+    max_completion_tokens: MaxTokens
+    truncation_strategy: TruncationStrategy | None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoice | None
+    parallel_tool_calls: bool | None
+    response_format: Any
+
+
+MESSAGE = Schema(CreateMessageRequest)
+RUN = Schema(CreateRunRequest)

@@ -7,11 +7,12 @@ A part streams to upstream as it arrives, so only the fields before its first fi
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
-from pydantic import Field
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
-from proxy.schemas.base import Closed, File, Part
+from proxy.schemas.base import CLOSED, File, Part, Schema
 
 
 class ExpiresAfter(Part):
@@ -21,17 +22,23 @@ class ExpiresAfter(Part):
     seconds: Annotated[int, Field(ge=3600, le=2_592_000)]
 
 
-class CreateUploadRequest(Closed):
+@with_config(CLOSED)
+class CreateUploadRequest(TypedDict):
     """The upload's size, name, type and purpose."""
 
     bytes: int
     filename: str
     mime_type: str
     purpose: Literal["assistants", "batch", "fine-tune", "vision"]
-    expires_after: ExpiresAfter | None = None
+    expires_after: NotRequired[ExpiresAfter | None]
 
 
-class AddUploadPartRequest(Closed):
+@with_config(CLOSED)
+class AddUploadPartRequest(TypedDict):
     """One part: the chunk of bytes, as the file `data`."""
 
     data: File
+
+
+UPLOAD = Schema(CreateUploadRequest)
+UPLOAD_PART = Schema(AddUploadPartRequest)
