@@ -21,7 +21,7 @@ from proxy.admin import (
     own_listener,
 )
 from proxy.allowance import Allowances
-from proxy.auth import Authenticator, auth_middleware
+from proxy.auth import Authenticator, auth_handler
 from proxy.breaker import Breaker
 from proxy.cache import CacheRoom, ResponseCache, cache_middleware, cache_ttls
 from proxy.cachestore import open_cache_backend
@@ -29,7 +29,7 @@ from proxy.call import IMAGE_OPERATIONS, PASSTHROUGH_CALL
 from proxy.context import FACTS, SETTINGS, Check
 from proxy.endpoints import ENDPOINTS, EndpointTable
 from proxy.enduser import enduser_check
-from proxy.errors import error_middleware
+from proxy.errors import failure_answer
 from proxy.health import STORE, UPSTREAM, add_health_routes
 from proxy.instruments import Instruments
 from proxy.keys import Clock, KeyService
@@ -107,15 +107,6 @@ def _link(stage: Middleware, handler: Handler) -> Handler:
     return link
 
 
-def _endpoint(handler: Handler) -> Handler:
-    """`handler` as a coroutine function, as aiohttp wants a route's handler to be."""
-
-    async def endpoint(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
-
-    return endpoint
-
-
 def _v1_handler(
     settings: Settings,
     authenticator: Authenticator,
@@ -146,17 +137,15 @@ def _v1_handler(
         (moderation_middleware(moderator), moderator.applies),
         (cache_middleware(cache), cache.applies),
     ]
-    pipeline = [
-        auth_middleware(authenticator, lockout),
-        route_middleware(
-            EndpointTable(),
-            passthrough=settings.passthrough,
-            limit=settings.max_request_bytes,
-            # Validation and moderation both need a form whole before any of it is sent.
-            hold_forms=settings.validation != "off" or moderator.policy.enabled,
-        ),
-    ]
-    return _endpoint(_chain(pipeline, _per_operation(checks, stages, forward)))
+    route = route_middleware(
+        EndpointTable(),
+        passthrough=settings.passthrough,
+        limit=settings.max_request_bytes,
+        # Validation and moderation both need a form whole before any of it is sent.
+        hold_forms=settings.validation != "off" or moderator.policy.enabled,
+    )
+    routed = _link(route, _per_operation(checks, stages, forward))
+    return auth_handler(authenticator, lockout, routed)
 
 
 def _always(operation: str) -> bool:
@@ -215,7 +204,7 @@ def create_app(
     observers: list[Observer] = [canonical_line(settings.log, stream)]
     if settings.metrics.enabled:
         observers.append(RequestMetrics(instruments.requests, policy.prices))
-    middlewares = [lifecycle_middleware(observers), error_middleware(log)]
+    middlewares = [lifecycle_middleware(observers, failure_answer(log))]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
     app[SETTINGS], app[INSTRUMENTS] = settings, instruments
     app[EXPOSITION] = exposition_registry(settings.metrics, instruments.registry)

@@ -1,13 +1,13 @@
-"""OpenAI-shaped errors: the `ProxyError` family and the middleware that renders every failure."""
+"""OpenAI-shaped errors: the `ProxyError` family and the answer that renders every failure."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from proxy.context import FACTS, SETTINGS
 from proxy.quota_headers import add_rate_limit_headers
@@ -108,20 +108,22 @@ def from_http_exception(request: web.Request, exc: web.HTTPException) -> ProxyEr
     return ProxyError(exc.status, exc.reason, type=kind)
 
 
-def error_middleware(log: structlog.typing.FilteringBoundLogger) -> Middleware:
-    """Render every `ProxyError`, aiohttp refusal and unexpected crash as an OpenAI error."""
+Answer = Callable[[web.Request, Exception], web.StreamResponse]
 
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ProxyError as exc:
+
+def failure_answer(log: structlog.typing.FilteringBoundLogger) -> Answer:
+    """What answers a request whose handling raised: every `ProxyError`, aiohttp refusal and
+    unexpected crash as an OpenAI error (an aiohttp exception under 400, a redirect, is raised
+    again). Called from the `except` clause that caught it (the crash's log has its trace)."""
+
+    def answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+        if isinstance(exc, ProxyError):
             refusal = exc
-        except web.HTTPException as exc:
+        elif isinstance(exc, web.HTTPException):
             if exc.status < 400:
-                raise
+                raise exc
             refusal = from_http_exception(request, exc)
-        except Exception:
+        else:
             log.exception("unhandled_error", request_id=request[FACTS].request_id)
             refusal = ProxyError(
                 500, "The server had an error processing your request.", type="server_error"
@@ -131,4 +133,4 @@ def error_middleware(log: structlog.typing.FilteringBoundLogger) -> Middleware:
         add_rate_limit_headers(response.headers, facts)  # refused after the quota room admitted it
         return response
 
-    return errors
+    return answer

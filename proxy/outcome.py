@@ -1,8 +1,11 @@
 """A request's life: its `Facts` opened at the start, its end measured once, handed on.
 
-One middleware, outermost, opens the facts every room fills in, notices a client that left,
-and when the answer is done or abandoned measures status, bytes and latency once and hands
-that outcome to each observer (the log line, the metrics), so all report the same numbers.
+One middleware, the app's only one, opens the facts every room fills in, has a failure
+answered (`proxy.errors.failure_answer`), notices a client that left, and when the answer is
+done or abandoned measures status, bytes and latency once and hands that outcome to each
+observer (the log line, the metrics), so all report the same numbers. (The failure's answer
+is a plain call from here, not a middleware of its own: aiohttp calls each middleware through
+a `functools.partial` and awaits one more coroutine, on every request.)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from proxy.body import SpooledBody, StreamedBody
 from proxy.context import FACTS, Facts, Outcome
+from proxy.errors import Answer
 
 
 def _bytes_in(facts: Facts) -> int:
@@ -65,8 +69,9 @@ class Observer(Protocol):
         """The answer is done or abandoned; `outcome` is how it ended."""
 
 
-def lifecycle_middleware(observers: Sequence[Observer]) -> Middleware:
-    """Open each request's `Facts`; at its end, measure it once and tell every observer."""
+def lifecycle_middleware(observers: Sequence[Observer], answer: Answer) -> Middleware:
+    """Open each request's `Facts`; answer a failure with `answer`; at the request's end,
+    measure it once and tell every observer."""
 
     @web.middleware
     async def lifecycle(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -76,13 +81,15 @@ def lifecycle_middleware(observers: Sequence[Observer]) -> Middleware:
         response: web.StreamResponse | None = None
         try:
             response = await handler(request)
-            return response
         except asyncio.CancelledError:
             facts.aborted = "client_gone"
             raise
+        except Exception as exc:
+            response = answer(request, exc)
         finally:
             outcome = finish(request, facts, response)
             for observer in observers:
                 observer.finished(request, facts, outcome)
+        return response
 
     return lifecycle

@@ -98,11 +98,10 @@ def _refuse_undecodable_headers(request: web.Request) -> None:
             raise InvalidRequest(f"The {name} header is not valid UTF-8.") from None
 
 
-async def _json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
-    """The raw body and its JSON object; an empty body is an empty object."""
-    raw = await request.read()
+def _json_object(request: web.Request, raw: bytes) -> dict[str, Any]:
+    """The JSON object of the raw body; an empty body is an empty object."""
     if not raw:
-        return raw, {}
+        return {}
     # The header as the SDKs send it, checked before aiohttp parses it into `content_type`.
     if request.headers.get(hdrs.CONTENT_TYPE) != "application/json" and (
         request.content_type != "application/json"
@@ -116,15 +115,10 @@ async def _json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
         raise InvalidRequest(_BAD_JSON) from None
     if not isinstance(value, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    return raw, value
+    return value
 
 
 Parsed = tuple[Call, Body, dict[str, Any], tuple[FormFile, ...]]
-
-
-async def _parse_json(request: web.Request, match: Match) -> Parsed:
-    raw, values = await _json_object(request)
-    return build_call(match.endpoint, match.params, values), raw, values, ()
 
 
 def _form_boundary(request: web.Request) -> bytes:
@@ -179,8 +173,10 @@ async def parse(request: web.Request, match: Match | None, limit: int, *, hold: 
     if match is None:
         return PASSTHROUGH_CALL, _untouched(request, limit), {}, ()
     kind = match.endpoint.body
-    if kind is BodyKind.JSON:
-        return await _parse_json(request, match)
+    if kind is BodyKind.JSON:  # read and parsed here, not in coroutines of their own
+        raw = await request.read()
+        values = _json_object(request, raw)
+        return build_call(match.endpoint, match.params, values), raw, values, ()
     if kind is BodyKind.FORM:
         reader = _hold_form if hold else _parse_form
         return await reader(request, match, limit)

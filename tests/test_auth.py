@@ -76,10 +76,11 @@ async def test_static_keys_are_found_by_hash_only() -> None:
     policy = Policy(keys=(StaticKey(id="k1", sha256=hash_key(secret), user="u"),))
     settings = Settings(data_file=None)
     door = Authenticator(policy, Tenancy(policy, settings), MemoryStore(), time.time)
-    found = await door.principal(secret)
+    found = door.static(hash_key(secret))
     assert found is not None
     assert (found.key_id, found.user, found.team) == ("k1", "u", "default")
-    assert await door.principal(hash_key(secret)) is None
+    assert door.static(hash_key(hash_key(secret))) is None
+    assert await door.issued(hash_key(hash_key(secret))) is None
     assert secret not in repr(found)
 
 
