@@ -97,6 +97,7 @@ Row = tuple[
     int | None,  # upstream's status, when it answered
 ]
 _STATUS_TEAM = itemgetter(0, 1)
+_TEAM = itemgetter(1)
 _SECONDS = itemgetter(2)
 _BYTES_IN = itemgetter(3)
 _BYTES_OUT = itemgetter(4)
@@ -183,7 +184,10 @@ class RequestMetrics:
         meter.in_flight.set(self._in_flight)
         for operation, kept in rows.items():
             _count(meter, operation, kept)
-            _count_spend(meter, self._prices, operation, kept)
+            if operation in IMAGE_OPERATIONS:
+                _count_images(meter, self._prices, operation, kept)
+            else:
+                _count_spend(meter, self._prices, operation, kept)
 
 
 def _count(meter: RequestMeter, operation: str, rows: list[Row]) -> None:
@@ -195,36 +199,50 @@ def _count(meter: RequestMeter, operation: str, rows: list[Row]) -> None:
     children.bytes_in.inc(sum(map(_BYTES_IN, rows)))
     children.bytes_out.inc(sum(map(_BYTES_OUT, rows)))
     observe_all(children.upstream, list(filter(_KNOWN, map(_UPSTREAM_SECONDS, rows))))
-    for kind, count in Counts(filter(_KNOWN, map(_UPSTREAM_ERROR, rows))).items():
-        meter.upstream_errors[kind].inc(count)
+    errors = list(map(_UPSTREAM_ERROR, rows))
+    if errors.count(None) < len(errors):  # a C-level pass finds none, the usual case
+        for kind, count in Counts(filter(_KNOWN, errors)).items():
+            meter.upstream_errors[kind].inc(count)
     if meter.per_user:
         for child, count in Counts(filter(_KNOWN, map(_USER, rows))).items():
             child.inc(count)
-    if operation in IMAGE_OPERATIONS:
-        _count_images(meter, rows)
 
 
-def _count_images(meter: RequestMeter, rows: list[Row]) -> None:
-    """Images in the successful answers, by team and the model, size and quality asked."""
-    done = compress(rows, map(_SUCCESS, map(_STATUS, rows)))
-    for (team, asked), count in Counts(map(_TEAM_IMAGES, done)).items():
+AskedCounts = Counts[tuple[str, Asked | None]]
+
+
+def _asked(rows: list[Row], chosen: list[bool]) -> AskedCounts:
+    """How many of the `chosen` rows asked for each thing, by team."""
+    return Counts(map(_TEAM_IMAGES, compress(rows, chosen)))
+
+
+def _count_images(meter: RequestMeter, prices: PriceTable, operation: str, rows: list[Row]) -> None:
+    """Images in the successful answers, by team and the model, size and quality asked; and
+    the estimated spend of those upstream answered with success (the same rows, unless
+    Tollgate refused or broke off some upstream had answered: then counted apart)."""
+    answered = list(map(_SUCCESS, map(_STATUS, rows)))
+    billed = list(map(_SUCCESS, map(_UPSTREAM_STATUS, rows)))
+    done = _asked(rows, answered)
+    for (team, asked), count in done.items():
         if asked is not None:
             model, size, quality, n, _, _ = asked
             child = meter.image(team, model or NONE, size or NONE, quality or NONE)
             child.inc(count * (n or 1))
+    for (team, asked), count in (done if billed == answered else _asked(rows, billed)).items():
+        micros = 0 if asked is None else _image_price(prices, operation, asked)
+        if micros:
+            meter.spent(team).inc(count * micros / 1_000_000)
 
 
 def _count_spend(meter: RequestMeter, prices: PriceTable, operation: str, rows: list[Row]) -> None:
-    """The estimated spend of the rows upstream answered with success, by team: priced once
-    for each distinct thing asked (image requests) or once for the operation (the rest)."""
-    per_request = 0 if operation in IMAGE_OPERATIONS else prices.cost(Call(operation, False), 0)
-    if operation not in IMAGE_OPERATIONS and not per_request:
+    """The estimated spend of the rows upstream answered with success, by team, at the
+    operation's price per request (none for most)."""
+    per_request = prices.cost(Call(operation, False), 0)
+    if not per_request:
         return
-    billed = compress(rows, map(_SUCCESS, map(_UPSTREAM_STATUS, rows)))
-    for (team, asked), count in Counts(map(_TEAM_IMAGES, billed)).items():
-        micros = per_request if asked is None else _image_price(prices, operation, asked)
-        if micros:
-            meter.spent(team).inc(count * micros / 1_000_000)
+    billed = compress(map(_TEAM, rows), map(_SUCCESS, map(_UPSTREAM_STATUS, rows)))
+    for team, count in Counts(billed).items():
+        meter.spent(team).inc(count * per_request / 1_000_000)
 
 
 def _image_price(prices: PriceTable, operation: str, asked: Asked) -> int:

@@ -11,10 +11,8 @@ tally, so each update is folded at once (`immediate`).
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import Counter as Counts
-from collections.abc import Iterable, Sequence
-from itertools import repeat
+from bisect import bisect_right
+from collections.abc import Iterable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
@@ -59,18 +57,26 @@ class Tally:
             self.fold()
 
 
-def observe_all(child: Histogram, observed: Sequence[float]) -> None:
+def observe_all(child: Histogram, observed: list[float]) -> None:
     """What `child.observe(value)` for each value does, at the cost of a few C-level passes.
 
     prometheus_client offers no public way to add n observations at once; its child keeps a
     value per bucket and one for the sum (`_buckets`, `_sum`), the ones `observe` adds to. A
-    value goes in the first bucket whose upper bound is at least the value."""
+    value goes in the first bucket whose upper bound is at least the value, so a bucket holds
+    the values up to its bound less those up to the bound before: `observed` is sorted (in
+    place) and bisected once per bucket, a sixth of what finding each value's bucket costs.
+    The sum is taken first, in the order observed, as one `observe` after another adds."""
     if not observed:
         return
-    buckets = child._buckets
-    for index, count in Counts(map(bisect_left, repeat(child._upper_bounds), observed)).items():
-        buckets[index].inc(count)
-    child._sum.inc(sum(observed))
+    total = sum(observed)
+    observed.sort()
+    counted = 0
+    for bucket, bound in zip(child._buckets, child._upper_bounds, strict=True):
+        upto = bisect_right(observed, bound)
+        if upto > counted:
+            bucket.inc(upto - counted)
+            counted = upto
+    child._sum.inc(total)
 
 
 class _FoldFirst:
