@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.breaker import BreakerOpen
 from proxy.cachestore import PREFIX, CacheBackend
@@ -315,10 +315,18 @@ def _directives(header: str) -> set[str]:
     return {part.strip().split("=")[0].lower() for part in header.split(",") if part.strip()}
 
 
+def _private(upstream: CIMultiDictProxy[str] | None) -> bool:
+    """Whether upstream said its answer is not for sharing (cookies, no-store, private)."""
+    if upstream is None:
+        return False
+    control = upstream.get("Cache-Control", "").lower()
+    return "set-cookie" in upstream or "no-store" in control or "private" in control
+
+
 def _storable(shared: Shared, facts: Facts) -> bool:
     """A 2xx upstream did not mark private, whose body is the JSON it says it is: a garbled
     or foreign answer (an HTML page, a truncated document) is relayed once, never kept."""
-    if not 200 <= shared.status < 300 or facts.upstream_says_no_store:
+    if not 200 <= shared.status < 300 or _private(facts.upstream_headers):
         return False
     return _is_json(shared)
 

@@ -153,8 +153,11 @@ class Upstream:
             async with self.session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False
             ) as up:
-                _answered(facts, up.status, time.perf_counter() - sent)
-                return await self._relay(request, up, facts)
+                _answered(facts, up, time.perf_counter() - sent)
+                headers = _answer_headers(up, facts)
+                if _wants_stream(up):
+                    return await _relay_stream(request, up, headers, facts)
+                return web.Response(status=up.status, body=await up.read(), headers=headers)
         except TimeoutError:
             facts.upstream_error = "timeout"
             raise UpstreamUnavailable(504, "The upstream API did not answer in time.") from None
@@ -164,35 +167,28 @@ class Upstream:
             facts.upstream_error = _failure_kind(exc)
             raise UpstreamUnavailable(502, "The upstream API could not be reached.") from None
 
-    async def _relay(
-        self, request: web.Request, up: aiohttp.ClientResponse, facts: Facts
-    ) -> web.StreamResponse:
-        headers = to_client(up.headers)
-        add_rate_limit_headers(headers, facts)
-        _settle_request_id(headers, facts)
-        facts.upstream_says_no_store = _no_store(up)
-        if _wants_stream(up):
-            return await _relay_stream(request, up, headers, facts)
-        return web.Response(status=up.status, body=await up.read(), headers=headers)
 
-
-def _answered(facts: Facts, status: int, seconds: float) -> None:
-    """Upstream's answer has begun: its status and how long it took to come."""
-    facts.upstream_status = status
+def _answered(facts: Facts, up: aiohttp.ClientResponse, seconds: float) -> None:
+    """Upstream's answer has begun: its status, its headers and how long it took to come."""
+    status = facts.upstream_status = up.status
+    facts.upstream_headers = up.headers
     facts.upstream_seconds = seconds
     if status >= 500:
         facts.upstream_error = "5xx"
 
 
+def _answer_headers(up: aiohttp.ClientResponse, facts: Facts) -> CIMultiDict[str]:
+    """The headers the client gets: upstream's end-to-end ones, the rate-limit headers of
+    the quota room, and the request id."""
+    headers = to_client(up.headers)
+    add_rate_limit_headers(headers, facts)
+    _settle_request_id(headers, facts)
+    return headers
+
+
 def _failure_kind(exc: aiohttp.ClientError) -> str:
     """`connect` when no connection was made; `reset` when one broke off."""
     return "connect" if isinstance(exc, aiohttp.ClientConnectorError) else "reset"
-
-
-def _no_store(up: aiohttp.ClientResponse) -> bool:
-    """Whether upstream said its answer is not for sharing (cookies, no-store, private)."""
-    control = up.headers.get("Cache-Control", "").lower()
-    return "set-cookie" in up.headers or "no-store" in control or "private" in control
 
 
 def _settle_request_id(headers: CIMultiDict[str], facts: Facts) -> None:
