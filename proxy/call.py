@@ -29,10 +29,6 @@ PASSTHROUGH_CALL = Call("passthrough", documented=False)
 IMAGE_OPERATIONS = frozenset({"images.generate", "images.edit", "images.create_variation"})
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _count(value: object) -> int | None:
     """An integer from JSON, or from a form field's digits; anything else is not a count."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -42,8 +38,11 @@ def _count(value: object) -> int | None:
     return None
 
 
-def _flag(value: object) -> bool:
-    return value is True or value == "true"
+def _asked(values: Mapping[str, object], defaults: Mapping[str, object]) -> dict[str, object]:
+    """The body's fields over the endpoint's defaults; a null field takes its default."""
+    if None in values.values():
+        values = {name: value for name, value in values.items() if value is not None}
+    return {**defaults, **values}
 
 
 def build_call(
@@ -58,21 +57,19 @@ def build_call(
     defaults = endpoint.defaults
     if not values and not defaults and not endpoint.path_model:
         return Call(endpoint.operation, True, params=params)
-
-    def field(name: str) -> object:
-        value = values.get(name)
-        return defaults.get(name) if value is None else value
-
-    model = params.get("model") if endpoint.path_model else _text(field("model"))
+    asked = _asked(values, defaults)
+    model = params.get("model") if endpoint.path_model else asked.get("model")
+    prompt, size, quality = asked.get("prompt"), asked.get("size"), asked.get("quality")
+    stream = values.get("stream")
     return Call(
         endpoint.operation,
         True,
-        model,
-        _text(field("prompt")),
-        _count(field("n")),
-        _text(field("size")),
-        _text(field("quality")),
-        _flag(values.get("stream")),
+        model if isinstance(model, str) else None,
+        prompt if isinstance(prompt, str) else None,
+        _count(asked.get("n")),
+        size if isinstance(size, str) else None,
+        quality if isinstance(quality, str) else None,
+        stream is True or stream == "true",
         params,
         fields_complete,
     )
