@@ -16,8 +16,7 @@ from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 
 from proxy.body import SpooledBody, StreamedBody
-from proxy.call import IMAGE_OPERATIONS
-from proxy.context import FACTS, Check, Facts
+from proxy.context import FACTS, Check
 from proxy.tenancy import Tenancy
 
 
@@ -41,24 +40,20 @@ def _tag_json(body: bytes, fields: dict[str, object], pseudonym: str) -> bytes:
     return body[:brace] + member + b"," + body[brace:]
 
 
-def tag_user(request: web.Request, facts: Facts, pseudonym: str) -> None:
-    """Give the image request `pseudonym` as its `user`, unless it has one already."""
-    fields, body = facts.fields, facts.body
-    if "user" in fields:
-        return
-    if isinstance(body, bytes):
-        facts.body = _tag_json(body, fields, pseudonym)
-    elif facts.call.fields_complete:
-        _tag_form(request, body, pseudonym)
-
-
 def enduser_check(tenancy: Tenancy) -> Check:
-    """Set OpenAI's `user` field on the three image operations."""
+    """Give an image request its key's pseudonym as its `user`, unless it has one already.
+    (The pipeline runs this check on the three image operations only.)"""
 
     def enduser(request: web.Request) -> None:
         facts = request[FACTS]
-        if facts.call.operation in IMAGE_OPERATIONS:
-            principal = facts.principal
-            tag_user(request, facts, tenancy.pseudonym(principal.team, principal.user))
+        fields, body = facts.fields, facts.body
+        if "user" in fields:
+            return
+        principal = facts.principal
+        pseudonym = tenancy.pseudonym(principal.team, principal.user)
+        if isinstance(body, bytes):
+            facts.body = _tag_json(body, fields, pseudonym)
+        elif facts.call.fields_complete:
+            _tag_form(request, body, pseudonym)
 
     return enduser

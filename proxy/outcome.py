@@ -18,15 +18,12 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from proxy.body import SpooledBody, StreamedBody
+from proxy.body import Body, SpooledBody, StreamedBody
 from proxy.context import FACTS, Facts, Outcome
 from proxy.errors import Answer
 
 
-def _bytes_in(facts: Facts) -> int:
-    body = facts.body
-    if isinstance(body, bytes):  # first: JSON bodies, and none at all, are the common case
-        return len(body)
+def _bytes_in(body: Body) -> int:
     if isinstance(body, StreamedBody):
         return body.received
     if isinstance(body, SpooledBody):
@@ -34,28 +31,16 @@ def _bytes_in(facts: Facts) -> int:
     return 0
 
 
-def _bytes_out(response: web.StreamResponse | None) -> int:
-    if response is None:
-        return 0
-    if response.prepared:
-        return response.body_length
-    return response.content_length or 0
-
-
-def _status(response: web.StreamResponse | None, facts: Facts) -> int:
-    if response is None or facts.aborted == "client_gone":
-        return 499
-    return response.status
-
-
 def finish(request: web.Request, facts: Facts, response: web.StreamResponse | None) -> Outcome:
-    """The request's outcome, measured now, and kept in `facts`."""
-    facts.outcome = Outcome(
-        status=_status(response, facts),
-        bytes_in=_bytes_in(facts),
-        bytes_out=_bytes_out(response),
-        seconds=time.perf_counter() - facts.started,
-    )
+    """The request's outcome, measured now, and kept in `facts`: 499 when the client left."""
+    body = facts.body
+    bytes_in = len(body) if isinstance(body, bytes) else _bytes_in(body)  # bytes: the usual
+    if response is None:
+        status, bytes_out = 499, 0
+    else:
+        status = 499 if facts.aborted == "client_gone" else response.status
+        bytes_out = response.body_length if response.prepared else response.content_length or 0
+    facts.outcome = Outcome(status, bytes_in, bytes_out, time.perf_counter() - facts.started)
     return facts.outcome
 
 

@@ -57,6 +57,15 @@ async def test_image_requests_get_a_pseudonymous_user(
     assert b"alice" not in generate + edit
 
 
+async def test_only_image_requests_get_one(sdk: openai.AsyncOpenAI, upstream: Upstream) -> None:
+    """OpenAI reads `user` on the image operations; other bodies go on without one."""
+    await sdk.moderations.create(input="hello")
+    await sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    bodies = [seen.body for seen in upstream.state.received]
+    assert len(bodies) == 2
+    assert all(b"tg-user-" not in body and "user" not in json.loads(body) for body in bodies)
+
+
 async def test_a_user_the_client_sent_is_kept(sdk: openai.AsyncOpenAI, upstream: Upstream) -> None:
     """A client's own `user` is never replaced or doubled."""
     await sdk.images.generate(prompt="an otter", user="user-1234")
