@@ -85,16 +85,24 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 
 class EndpointTable:
-    """Finds the documented operation for a method and path, by exact segments."""
+    """Finds the documented operation for a method and path, by exact segments: a path
+    without parameters by one lookup, the others by their regexes in turn."""
 
     def __init__(self, endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> None:
+        self._exact: dict[tuple[str, str], Endpoint] = {}
         self._by_method: dict[str, list[tuple[re.Pattern[str], Endpoint]]] = {}
         for endpoint in endpoints:
+            if "{" not in endpoint.pattern:
+                self._exact[endpoint.method, endpoint.pattern] = endpoint
+                continue
             routes = self._by_method.setdefault(endpoint.method, [])
             routes.append((_compile(endpoint.pattern), endpoint))
 
     def match(self, method: str, path: str) -> Match | None:
         """The documented endpoint for this request, or None for a pass-through path."""
+        exact = self._exact.get((method, path))
+        if exact is not None:
+            return Match(exact, {})
         for regex, endpoint in self._by_method.get(method, ()):
             found = regex.match(path)
             if found:
