@@ -241,17 +241,24 @@ class CreateImageEditRequest(TypedDict, total=False):
     quality: Quality
 
 
-def _edit_rules(body: CreateImageEditRequest, mode: ValidationMode) -> None:
-    model = body.get("model")
-    refuse_dall_e_3(model, "edits")
-    limits = family(model, mode)
-    if limits is None:
-        return
-    size = body.get("size")
-    if len(body["prompt"]) > limits.prompt:
-        raise prompt_too_long(limits)
+def _file_limits(model: str | None, operation: str, mode: ValidationMode) -> Family | None:
+    """The limits an edit or a variation is held to (dall-e-3 takes neither)."""
+    refuse_dall_e_3(model, operation)
+    return family(model, mode)
+
+
+def _check_size(size: str | None, limits: Family) -> None:
     if size is not None and size not in limits.sizes:
         raise unsupported_size(size, limits)
+
+
+def _edit_rules(body: CreateImageEditRequest, mode: ValidationMode) -> None:
+    limits = _file_limits(body.get("model"), "edits", mode)
+    if limits is None:
+        return
+    if len(body["prompt"]) > limits.prompt:
+        raise prompt_too_long(limits)
+    _check_size(body.get("size"), limits)
     image = png_under_limit(single(body["image"]), "image")
     check_square(image)
     mask = body.get("mask")
@@ -293,14 +300,10 @@ class CreateImageVariationRequest(TypedDict, total=False):
 
 
 def _variation_rules(body: CreateImageVariationRequest, mode: ValidationMode) -> None:
-    model = body.get("model")
-    refuse_dall_e_3(model, "variations")
-    limits = family(model, mode)
+    limits = _file_limits(body.get("model"), "variations", mode)
     if limits is None:
         return
-    size = body.get("size")
-    if size is not None and size not in limits.sizes:
-        raise unsupported_size(size, limits)
+    _check_size(body.get("size"), limits)
     check_square(png_under_limit(body["image"], "image"))
 
 
