@@ -73,7 +73,7 @@ class Facts:
     aborted: str | None = None  # "client_gone" or "upstream_broke" once the answer has started
     known_id: str | None = None  # upstream's x-request-id, or Tollgate's once one was needed
     cache: str | None = None  # "hit", "miss" or "bypass" where the cache room took part
-    upstream_headers: CIMultiDictProxy[str] | None = field(default=None, repr=False)  # as sent
+    upstream_headers: CIMultiDictProxy[str] | None = field(default=None, repr=False)  # as they came
     moderation: dict[str, object] | None = None  # verdict facts; never the prompt unless allowed
     outcome: Outcome | None = None  # set once, when the answer is done or abandoned
     quota: str | None = None  # "admitted", "refused", "bypassed" (fail_open), "unavailable"
